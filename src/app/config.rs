@@ -1,0 +1,74 @@
+//! The knobs every bound and timer of the servers hangs on, with the contract's defaults.
+
+use std::net::SocketAddr;
+
+/// Largest `POST /publish` body (the contract's 64 KiB).
+pub const MAX_PUBLISH_BYTES: u64 = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Listen backlog passed to `listen(2)` (the kernel caps it at `net.core.somaxconn`).
+    pub backlog: i32,
+    /// Period of the `tick` event; 0 turns ticks off.
+    pub tick_ms: u64,
+    /// An SSE comment and a WebSocket ping go out after this long without a broadcast.
+    pub heartbeat_ms: u64,
+    /// How long `/poll` holds a request before answering `[]`.
+    pub poll_timeout_ms: u64,
+    /// A request head must be complete this long after its first byte (or after accept).
+    pub header_timeout_ms: u64,
+    /// A keep-alive or WebSocket connection that sends nothing for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Bytes a connection may have queued for writing before it is cut off as too slow.
+    pub max_write_queue: usize,
+    /// Largest WebSocket message accepted (close 1009 past it).
+    pub max_message: usize,
+    /// Largest `POST /echo` body.
+    pub max_echo_body: u64,
+    /// Events kept for `Last-Event-ID` replay and `/poll?after=`.
+    pub retain: usize,
+    /// Connections served per step of a broadcast before the loop looks at other work.
+    pub fanout_batch: usize,
+    /// Set `SO_REUSEPORT` so several server processes can share one port.
+    pub reuse_port: bool,
+    /// Blocking model: one thread per connection, or a fixed pool.
+    pub threads: Threads,
+    /// Blocking model: connections accepted and waiting for a pool worker; past it the accept
+    /// thread stops and the kernel's backlog holds the rest.
+    pub accept_queue: usize,
+    /// Blocking model: stack size of connection threads; `None` is the std default.
+    pub stack_size: Option<usize>,
+}
+
+/// How the blocking model assigns threads to connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// A new thread for every accepted connection.
+    Unbounded,
+    /// A fixed pool of this many workers (1 is the sequential server).
+    Pool(usize),
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            backlog: 1024,
+            tick_ms: 1000,
+            heartbeat_ms: 15_000,
+            poll_timeout_ms: 30_000,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_write_queue: 1 << 20,
+            max_message: 1 << 20,
+            max_echo_body: 16 << 20,
+            retain: 1024,
+            fanout_batch: 512,
+            reuse_port: false,
+            threads: Threads::Pool(32),
+            accept_queue: 128,
+            stack_size: None,
+        }
+    }
+}

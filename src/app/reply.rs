@@ -1,0 +1,117 @@
+//! Every response head and small response body the contract defines, as bytes, so both server
+//! models answer byte for byte the same.
+
+use crate::proto::http::{self, write_full_response, write_head};
+
+/// `100 Continue`, for a client that waits on `Expect: 100-continue` before sending its body.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The probe's answer.
+pub fn probe(out: &mut Vec<u8>, keep_alive: bool) {
+    write_full_response(out, 200, "text/plain", b"ok\n", keep_alive, &[]);
+}
+
+/// An error answer with a one-line plain-text body.
+pub fn error(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)], keep_alive: bool) {
+    let body = format!("{}\n", http::reason(status));
+    write_full_response(
+        out,
+        status,
+        "text/plain",
+        body.as_bytes(),
+        keep_alive,
+        headers,
+    );
+}
+
+/// The head of an SSE response. The body runs until the connection closes (RFC 9112 §6.3),
+/// which suits a stream that has no end and keeps every event's bytes exactly as encoded.
+pub fn sse_head(out: &mut Vec<u8>) {
+    write_head(
+        out,
+        200,
+        &[
+            ("Content-Type", "text/event-stream"),
+            ("Cache-Control", "no-cache"),
+            ("Connection", "close"),
+            // Tells nginx-style proxies not to buffer the stream.
+            ("X-Accel-Buffering", "no"),
+        ],
+    );
+}
+
+/// The head of the chunked NDJSON stream.
+pub fn stream_head(out: &mut Vec<u8>) {
+    write_head(
+        out,
+        200,
+        &[
+            ("Content-Type", "application/x-ndjson"),
+            ("Cache-Control", "no-cache"),
+            ("Transfer-Encoding", "chunked"),
+            ("X-Accel-Buffering", "no"),
+        ],
+    );
+}
+
+/// The head of the echo response: chunked, so it can start before the request body ends.
+pub fn echo_head(out: &mut Vec<u8>, keep_alive: bool) {
+    let mut fields = vec![
+        ("Content-Type", "application/octet-stream"),
+        ("Transfer-Encoding", "chunked"),
+    ];
+    if !keep_alive {
+        fields.push(("Connection", "close"));
+    }
+    write_head(out, 200, &fields);
+}
+
+/// `101 Switching Protocols` for a WebSocket upgrade.
+pub fn ws_accept(out: &mut Vec<u8>, accept: &str) {
+    write_head(
+        out,
+        101,
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept),
+        ],
+    );
+}
+
+/// A `/poll` answer carrying a JSON array.
+pub fn poll(out: &mut Vec<u8>, body: &[u8], keep_alive: bool) {
+    write_full_response(
+        out,
+        200,
+        "application/json",
+        body,
+        keep_alive,
+        &[("Cache-Control", "no-cache")],
+    );
+}
+
+/// The `/publish` answer.
+pub fn published(out: &mut Vec<u8>, seq: u64, subscribers: u64, keep_alive: bool) {
+    let body = format!("{{\"seq\":{seq},\"subscribers\":{subscribers}}}");
+    write_full_response(
+        out,
+        200,
+        "application/json",
+        body.as_bytes(),
+        keep_alive,
+        &[],
+    );
+}
+
+/// The `/stats` answer.
+pub fn stats(out: &mut Vec<u8>, json: &[u8], keep_alive: bool) {
+    write_full_response(
+        out,
+        200,
+        "application/json",
+        json,
+        keep_alive,
+        &[("Cache-Control", "no-cache")],
+    );
+}

@@ -1,0 +1,10 @@
+//! c10k-lab: one application contract served by two I/O models (a single-threaded epoll loop
+//! and a thread-per-connection server), a load generator that measures them, and the
+//! experiments that show the difference.
+
+pub mod app;
+pub mod blocking;
+pub mod evented;
+pub mod load;
+pub mod proto;
+pub mod sys;

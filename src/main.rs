@@ -1,0 +1,161 @@
+//! The `c10k` command line.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use c10k_lab::app::config::{ServerConfig, Threads};
+use c10k_lab::{blocking, evented, load, sys};
+
+#[derive(Parser)]
+#[command(
+    name = "c10k",
+    version,
+    about = "See why long-lived connections starve a thread-per-connection server but not an event loop."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a server that serves the contract (probe, SSE, stream, WebSocket, long poll, ...).
+    Serve(ServeArgs),
+    /// Hold many connections against a server and measure latency, failures and server cost.
+    Load(load::LoadArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Model {
+    /// One thread, one epoll loop (mio).
+    Evented,
+    /// std::net with one OS thread per connection, or a fixed pool of them.
+    Blocking,
+}
+
+/// `--threads`: a number, or `unbounded`.
+fn parse_threads(s: &str) -> Result<Threads, String> {
+    if s == "unbounded" {
+        return Ok(Threads::Unbounded);
+    }
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(Threads::Pool(n)),
+        _ => Err(format!(
+            "expected a positive number or `unbounded`, got `{s}`"
+        )),
+    }
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Which I/O model serves.
+    #[arg(long, value_enum, default_value = "evented")]
+    model: Model,
+    /// Address to listen on; port 0 picks a free port (printed as `listening on ADDR`).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Listen backlog (the kernel caps it at net.core.somaxconn).
+    #[arg(long, default_value_t = 1024)]
+    backlog: i32,
+    /// Publish a `tick` event this often, in milliseconds; 0 turns ticks off.
+    #[arg(long, default_value_t = 1000)]
+    tick_ms: u64,
+    /// After this many milliseconds without a broadcast, SSE clients get a comment and WebSocket
+    /// clients a ping; 0 turns heartbeats off.
+    #[arg(long, default_value_t = 15_000)]
+    heartbeat_ms: u64,
+    /// How long a long poll is held before it is answered `[]`, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    poll_timeout_ms: u64,
+    /// A request head must arrive in full within this many milliseconds (slowloris defence).
+    #[arg(long, default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Keep-alive and WebSocket connections that send nothing for this long are closed.
+    #[arg(long, default_value_t = 60_000)]
+    idle_timeout_ms: u64,
+    /// Bytes a connection may have waiting to be written before it is cut off as too slow.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_write_queue: usize,
+    /// Largest WebSocket message accepted, in bytes (close 1009 past it).
+    #[arg(long, default_value_t = 1 << 20)]
+    max_message: usize,
+    /// Events retained for `Last-Event-ID` replay and `/poll?after=`.
+    #[arg(long, default_value_t = 1024)]
+    retain: usize,
+    /// Subscribers served per loop turn during a broadcast (evented model).
+    #[arg(long, default_value_t = 512)]
+    fanout_batch: usize,
+    /// Set SO_REUSEPORT, so several server processes can share one port.
+    #[arg(long)]
+    reuse_port: bool,
+    /// Blocking model: worker threads (`1` is the sequential server) or `unbounded` (a thread per
+    /// connection).
+    #[arg(long, default_value = "32", value_parser = parse_threads)]
+    threads: Threads,
+    /// Blocking model with a pool: accepted connections that may wait for a free worker; past it
+    /// the accept thread stops and the kernel's listen backlog holds the rest.
+    #[arg(long, default_value_t = 128)]
+    accept_queue: usize,
+    /// Blocking model: stack size of connection threads in bytes (default: the std default).
+    #[arg(long)]
+    stack_size: Option<usize>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> ServerConfig {
+        ServerConfig {
+            listen: self.listen,
+            backlog: self.backlog,
+            tick_ms: self.tick_ms,
+            heartbeat_ms: self.heartbeat_ms,
+            poll_timeout_ms: self.poll_timeout_ms,
+            header_timeout_ms: self.header_timeout_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            max_write_queue: self.max_write_queue,
+            max_message: self.max_message,
+            retain: self.retain.max(1024),
+            fanout_batch: self.fanout_batch,
+            reuse_port: self.reuse_port,
+            threads: self.threads,
+            accept_queue: self.accept_queue,
+            stack_size: self.stack_size,
+            ..ServerConfig::default()
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Load(args) => load::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("c10k: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> Result<(), String> {
+    let cfg = args.config();
+    match sys::raise_fd_limit() {
+        Ok((soft, _)) => eprintln!("open file limit: {soft}"),
+        Err(e) => eprintln!("could not read the open file limit: {e}"),
+    }
+    let listen = cfg.listen;
+    let ready = |addr| {
+        println!("listening on {addr}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    };
+    match args.model {
+        Model::Evented => evented::serve(cfg, ready),
+        Model::Blocking => blocking::serve(cfg, ready),
+    }
+    .map_err(|e| format!("serving on {listen}: {e}"))
+}

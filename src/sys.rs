@@ -1,0 +1,107 @@
+//! The edges with the operating system: file-descriptor limits, the listening socket, readings
+//! of `/proc`, and the wall clock events are stamped with.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns `(soft, hard)` as they are after.
+pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// A listening TCP socket with `SO_REUSEADDR` (a restarted server binds at once even with
+/// connections in TIME_WAIT), optionally `SO_REUSEPORT`, and the given backlog.
+pub fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Readings of one process from `/proc/PID`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcReading {
+    pub rss_bytes: u64,
+    pub threads: u64,
+    pub fds: u64,
+}
+
+/// Reads `/proc/PID/status` (RSS, threads) and counts `/proc/PID/fd`; `None` for `self` when
+/// `pid` is `None`. Fails when the process is gone.
+pub fn read_proc(pid: Option<u32>) -> io::Result<ProcReading> {
+    let dir = match pid {
+        Some(pid) => format!("/proc/{pid}"),
+        None => "/proc/self".to_string(),
+    };
+    let status = std::fs::read_to_string(format!("{dir}/status"))?;
+    let mut reading = ProcReading::default();
+    for line in status.lines() {
+        if let Some(v) = line.strip_prefix("VmRSS:") {
+            reading.rss_bytes = parse_kb(v) * 1024;
+        } else if let Some(v) = line.strip_prefix("Threads:") {
+            reading.threads = v.trim().parse().unwrap_or(0);
+        }
+    }
+    reading.fds = std::fs::read_dir(format!("{dir}/fd")).map_or(0, |d| d.count() as u64);
+    Ok(reading)
+}
+
+fn parse_kb(v: &str) -> u64 {
+    v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0)
+}
+
+/// Whether an accept error means "out of descriptors" (the process's or the system's).
+pub fn is_fd_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_self_has_rss_and_a_thread() {
+        let r = read_proc(None).unwrap();
+        assert!(r.rss_bytes > 0);
+        assert!(r.threads >= 1);
+        assert!(r.fds >= 1);
+    }
+
+    #[test]
+    fn fd_limit_is_raised_to_hard() {
+        let (soft, hard) = raise_fd_limit().unwrap();
+        assert_eq!(soft, hard);
+    }
+}
