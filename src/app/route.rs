@@ -51,6 +51,15 @@ fn error(status: u16) -> Route {
 
 /// Routes a request head.
 pub fn route(head: &RequestHead) -> Route {
+    // RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host field is answered 400.
+    let hosts = head
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("host"))
+        .count();
+    if head.minor_version == 1 && hosts != 1 {
+        return error(400);
+    }
     let get = head.method == "GET";
     let post = head.method == "POST";
     match head.path() {
@@ -109,5 +118,90 @@ fn websocket(head: &RequestHead) -> Route {
             accept: ws::accept_key(key),
         },
         _ => error(400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::http::parse_request_head;
+
+    fn route_of(raw: &str) -> Route {
+        let (head, _) = parse_request_head(raw.as_bytes()).unwrap().unwrap();
+        route(&head)
+    }
+
+    #[test]
+    fn routes_and_errors() {
+        assert_eq!(route_of("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Route::Probe);
+        assert_eq!(route_of("GET / HTTP/1.0\r\n\r\n"), Route::Probe);
+        assert_eq!(route_of("GET / HTTP/1.1\r\n\r\n"), error(400));
+        assert_eq!(
+            route_of("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            error(400)
+        );
+        assert_eq!(
+            route_of("GET /sse HTTP/1.1\r\nHost: a\r\nLast-Event-ID: 7\r\n\r\n"),
+            Route::Sse {
+                last_event_id: Some(7)
+            }
+        );
+        assert_eq!(
+            route_of("GET /sse HTTP/1.1\r\nHost: a\r\nLast-Event-ID: x\r\n\r\n"),
+            Route::Sse {
+                last_event_id: None
+            }
+        );
+        assert_eq!(
+            route_of("GET /poll?after=3 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Route::Poll { after: Some(3) }
+        );
+        assert_eq!(
+            route_of("GET /poll?after=x HTTP/1.1\r\nHost: a\r\n\r\n"),
+            error(400)
+        );
+        assert_eq!(
+            route_of("GET /nope HTTP/1.1\r\nHost: a\r\n\r\n"),
+            error(404)
+        );
+        assert!(matches!(
+            route_of("GET /publish HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Route::Error {
+                status: 405,
+                headers: [("Allow", "POST")]
+            }
+        ));
+    }
+
+    #[test]
+    fn websocket_upgrades() {
+        let up = "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n";
+        let ok = route_of(&format!(
+            "{up}Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ));
+        assert_eq!(
+            ok,
+            Route::WebSocket {
+                accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".to_string()
+            }
+        );
+        let bad_key = route_of(&format!(
+            "{up}Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n"
+        ));
+        assert_eq!(bad_key, error(400));
+        let v8 = route_of(&format!(
+            "{up}Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ));
+        assert!(matches!(
+            v8,
+            Route::Error {
+                status: 426,
+                headers: [("Sec-WebSocket-Version", "13")]
+            }
+        ));
+        assert!(matches!(
+            route_of("GET /ws HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Route::Error { status: 426, .. }
+        ));
     }
 }
