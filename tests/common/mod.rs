@@ -1,0 +1,195 @@
+//! What every integration test needs: a real `c10k` server process on a port the OS picked,
+//! and small raw-socket helpers for talking HTTP to it byte by byte.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long any single read in a test may wait before the test fails instead of hanging.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server process, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub child: Child,
+}
+
+impl Server {
+    /// Starts `c10k serve --listen 127.0.0.1:0 ARGS...` and waits for `listening on ADDR`.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start c10k serve");
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from server: {line:?}"))
+            .parse()
+            .expect("server address");
+        Server { addr, child }
+    }
+
+    /// A connected socket with read and write timeouts.
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on the pid of our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `GET /stats`, parsed.
+    pub fn stats(&self) -> serde_json::Value {
+        let mut s = self.connect();
+        s.write_all(b"GET /stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let resp = read_response(&mut s);
+        assert_eq!(resp.status, 200);
+        serde_json::from_slice(&resp.body).expect("stats JSON")
+    }
+
+    /// Polls `/stats` until `pred` holds (or fails the test after `IO_TIMEOUT`).
+    pub fn wait_stats(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            let s = self.stats();
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last stats {s}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// The decoded body (chunked framing removed).
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one complete response (Content-Length, chunked, or until close) from `s`.
+pub fn read_response(s: &mut TcpStream) -> Response {
+    use c10k_lab::proto::http::{parse_response_head, BodyDecoder, BodyFraming};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let (head, used) = loop {
+        if let Some(found) = parse_response_head(&buf).expect("valid response head") {
+            break found;
+        }
+        let n = s.read(&mut chunk).expect("read response head");
+        assert!(
+            n > 0,
+            "connection closed before a response head; got {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let mut rest = buf.split_off(used);
+    let mut body = Vec::new();
+    let mut decoder = BodyDecoder::new(head.body, u64::MAX);
+    loop {
+        let n = decoder.decode(&rest, &mut body).expect("valid body");
+        rest.drain(..n);
+        if decoder.is_done() || head.body == BodyFraming::None {
+            break;
+        }
+        let n = s.read(&mut chunk).expect("read body");
+        if n == 0 {
+            assert_eq!(
+                head.body,
+                BodyFraming::UntilClose,
+                "connection closed mid-body"
+            );
+            break;
+        }
+        rest.extend_from_slice(&chunk[..n]);
+    }
+    Response {
+        status: head.status,
+        headers: head
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect(),
+        body,
+    }
+}
+
+/// Sends `raw` on a fresh connection and reads one response.
+pub fn roundtrip(server: &Server, raw: &[u8]) -> (TcpStream, Response) {
+    let mut s = server.connect();
+    s.write_all(raw).expect("send request");
+    let r = read_response(&mut s);
+    (s, r)
+}
+
+/// Whether the peer closed the connection (EOF) within `IO_TIMEOUT`, discarding any bytes.
+pub fn closes(s: &mut TcpStream) -> bool {
+    let mut sink = [0u8; 4096];
+    loop {
+        match s.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
