@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod blocking;
+pub mod doctor;
 pub mod evented;
 pub mod load;
 pub mod proto;

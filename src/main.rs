@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use c10k_lab::app::config::{ServerConfig, Threads};
-use c10k_lab::{blocking, evented, load, sys};
+use c10k_lab::{blocking, doctor, evented, load, sys};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +25,8 @@ enum Command {
     Serve(ServeArgs),
     /// Hold many connections against a server and measure latency, failures and server cost.
     Load(load::LoadArgs),
+    /// Show the Linux limits that bound how many connections each model can hold here.
+    Doctor,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -131,6 +133,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Load(args) => load::run(&args),
+        Command::Doctor => doctor::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
