@@ -470,7 +470,7 @@ impl Server {
             self.set_deadline(key, self.now + self.cfg.idle_timeout_ms);
             self.flush(key);
         }
-        used.max(1).min(data.len())
+        used
     }
 
     /// Answers a complete request.
