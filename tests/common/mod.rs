@@ -193,3 +193,24 @@ pub fn closes(s: &mut TcpStream) -> bool {
         }
     }
 }
+
+impl Server {
+    /// Sends SIGTERM and returns at once, so a test can watch what its clients receive while the
+    /// server shuts down; `wait_exit` then collects the exit status.
+    pub fn send_sigterm(&self) {
+        // SAFETY: kill(2) on the pid of our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// Waits for the process to exit, failing the test after `IO_TIMEOUT`.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
