@@ -77,15 +77,35 @@ pub struct RequestHead {
 
 impl RequestHead {
     /// The target's path, without the query.
+    /// The absolute form (`http://host/path?q`, RFC 9112 §3.2.2), which a server must accept,
+    /// yields the same path as the origin form.
     pub fn path(&self) -> &str {
-        self.target
-            .split_once('?')
-            .map_or(self.target.as_str(), |(path, _)| path)
+        let target = self.origin_form();
+        match target.split_once('?').map_or(target, |(path, _)| path) {
+            "" => "/",
+            path => path,
+        }
+    }
+
+    /// The target with any `scheme://authority` prefix removed.
+    fn origin_form(&self) -> &str {
+        let t = self.target.as_str();
+        let Some(scheme_end) = t.find("://") else {
+            return t;
+        };
+        if !t[..scheme_end]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
+            return t;
+        }
+        let rest = &t[scheme_end + 3..];
+        rest.find(['/', '?']).map_or("/", |i| &rest[i..])
     }
 
     /// The target's query (after `?`), if any.
     pub fn query(&self) -> Option<&str> {
-        self.target.split_once('?').map(|(_, query)| query)
+        self.origin_form().split_once('?').map(|(_, query)| query)
     }
 
     /// The value of the first `name=value` pair of the query (no percent-decoding).
@@ -745,6 +765,20 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn absolute_form_targets_route_like_origin_form() {
+        let raw = b"GET http://example.com:8080/poll?after=3 HTTP/1.1\r\nHost: example.com\r\n\r\n";
+        let (head, _) = parse_request_head(raw).unwrap().unwrap();
+        assert_eq!(head.path(), "/poll");
+        assert_eq!(head.query_param("after"), Some("3"));
+        let raw = b"GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n";
+        let (head, _) = parse_request_head(raw).unwrap().unwrap();
+        assert_eq!(head.path(), "/");
+        let raw = b"GET http://example.com?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n";
+        let (head, _) = parse_request_head(raw).unwrap().unwrap();
+        assert_eq!((head.path(), head.query()), ("/", Some("x=1")));
+    }
+
     use super::*;
     use proptest::prelude::*;
 
