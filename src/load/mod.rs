@@ -1,14 +1,547 @@
-//! The load generator: holds many long-lived connections and measures what they get.
+//! The load generator: holds many long-lived connections (SSE, chunked stream, WebSocket or long
+//! poll) against a server and measures what they get, while probing the server with fresh
+//! requests and sampling its process.
+//!
+//! One single-threaded mio loop per process, no async runtime. Past what one process may hold
+//! (`RLIMIT_NOFILE`), the connections are split over worker processes (copies of this
+//! executable) that report each second to the parent, which merges their records; only the
+//! parent probes and samples the server. Past what one source address can carry (the ephemeral
+//! port range), connections to a loopback target are spread over 127.0.0.0/8 source addresses.
+//!
+//! - `client.rs`: one connection's protocol, sans-IO
+//! - `conns.rs`: the connections of one process (ramp, I/O, timeouts, per-second records)
+//! - `probe.rs`, `sampler.rs`: the probe and the `/proc/PID` readings
+//! - `engine.rs`: the event loop that drives them
+//! - `procs.rs`: splitting a run over processes, workers, their pipes
+//! - `merge.rs`: per-second records of all processes into seconds and totals
+//! - `record.rs`: what a process reports each second; histogram bucket exchange
+//! - `report.rs`: the public result types, [`Second`] and [`Report`]
+//! - `net.rs`: sockets, source addresses, failure causes
+
+mod client;
+mod conns;
+mod engine;
+mod merge;
+mod net;
+mod probe;
+mod procs;
+mod record;
+pub mod report;
+mod sampler;
+
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use report::{Delivery, Failures, Report, Second, ServerSample, Totals};
+
+const DEFAULT_CONNECTIONS: u64 = 100;
+const DEFAULT_RAMP_PER_SEC: f64 = 100.0;
+const DEFAULT_HOLD_S: f64 = 10.0;
+const DEFAULT_PROBE_MS: u64 = 200;
+const DEFAULT_PROBE_TIMEOUT_MS: u64 = 2_000;
+const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// The server holds a long poll up to its `--poll-timeout-ms` (30 s by default) before it
+/// answers `[]`: each poll gets that long plus `--timeout-ms`.
+const SERVER_POLL_TIMEOUT_MS: u64 = 30_000;
+/// Descriptors each process keeps free for probes, pipes, epoll and `/proc` reads.
+const FD_HEADROOM: u64 = 200;
+/// The most processes one run may use.
+const MAX_PROCESSES: u64 = 256;
+/// The longest run accepted, ramp and hold together.
+const MAX_RUN_S: f64 = 86_400.0;
+
+/// What each connection subscribes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// `GET /sse`: a Server-Sent Events stream.
+    Sse,
+    /// `GET /ws`: a WebSocket; the server sends each event as a text frame.
+    Ws,
+    /// `GET /stream`: chunked NDJSON, one event per chunk.
+    Stream,
+    /// `GET /poll?after=SEQ`, again and again on one keep-alive connection.
+    Poll,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Sse => "sse",
+            Kind::Ws => "ws",
+            Kind::Stream => "stream",
+            Kind::Poll => "poll",
+        }
+    }
+}
+
+/// How progress is printed while the run goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Progress {
+    /// One compact line per second on stdout.
+    Human,
+    /// One JSON object (a `Second`) per line per second on stdout, nothing else on stdout.
+    Json,
+}
 
 /// `c10k load` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// Address of the server under load.
+    /// Address of the server under load, e.g. 127.0.0.1:8080.
     #[arg(long)]
-    pub target: std::net::SocketAddr,
+    pub target: SocketAddr,
+    /// What each connection subscribes to: sse, ws (WebSocket), stream (chunked NDJSON) or
+    /// poll (long polling on a keep-alive connection).
+    #[arg(long, value_enum, default_value = "sse")]
+    pub kind: Kind,
+    /// Connections to open and hold.
+    #[arg(long, default_value_t = DEFAULT_CONNECTIONS)]
+    pub connections: u64,
+    /// Connections opened per second, evenly paced.
+    #[arg(long, default_value_t = DEFAULT_RAMP_PER_SEC)]
+    pub ramp_per_sec: f64,
+    /// Seconds to hold the connections once the ramp is over; then they are closed and the run
+    /// ends.
+    #[arg(long, default_value_t = DEFAULT_HOLD_S)]
+    pub hold_s: f64,
+    /// Start a probe (a fresh connection and `GET /`) this often, in milliseconds; 0 turns
+    /// probing off.
+    #[arg(long, default_value_t = DEFAULT_PROBE_MS)]
+    pub probe_ms: u64,
+    /// A probe not answered within this many milliseconds counts as a timeout and is abandoned.
+    #[arg(long, default_value_t = DEFAULT_PROBE_TIMEOUT_MS)]
+    pub probe_timeout_ms: u64,
+    /// PID of the server: its memory, threads and open descriptors are sampled from /proc each
+    /// second.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Write the final report (JSON) to this file.
+    #[arg(long, value_name = "OUT")]
+    pub json: Option<PathBuf>,
+    /// Progress output: `human` (a line per second) or `json` (a JSON object per line per
+    /// second on stdout, for programs).
+    #[arg(long, value_enum, default_value = "human")]
+    pub progress: Progress,
+    /// Milliseconds allowed for a TCP connect and for the response head after it.
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS)]
+    pub timeout_ms: u64,
+    /// Spread connections over this many loopback source addresses (127.0.0.2 up); 0 picks as
+    /// many as the ephemeral port range needs. Only for a loopback IPv4 target.
+    #[arg(long, default_value_t = 0)]
+    pub source_addrs: u64,
+    /// Most connections one process holds (the default follows the open file limit).
+    #[arg(long, hide = true)]
+    pub max_per_process: Option<u64>,
+    /// Internal: run as a worker process with this plan (JSON).
+    #[arg(long, hide = true)]
+    pub worker_plan: Option<String>,
+    /// Internal: the executable started for worker processes (default: this one).
+    #[arg(long, hide = true)]
+    pub worker_exe: Option<PathBuf>,
 }
 
-/// Runs `c10k load`; an error is one sentence for the user.
-pub fn run(_args: &LoadArgs) -> Result<(), String> {
-    Err("the load generator is not built yet".to_string())
+impl LoadArgs {
+    /// The defaults of the command line, against `target`.
+    pub fn new(target: SocketAddr) -> LoadArgs {
+        LoadArgs {
+            target,
+            kind: Kind::Sse,
+            connections: DEFAULT_CONNECTIONS,
+            ramp_per_sec: DEFAULT_RAMP_PER_SEC,
+            hold_s: DEFAULT_HOLD_S,
+            probe_ms: DEFAULT_PROBE_MS,
+            probe_timeout_ms: DEFAULT_PROBE_TIMEOUT_MS,
+            server_pid: None,
+            json: None,
+            progress: Progress::Human,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            source_addrs: 0,
+            max_per_process: None,
+            worker_plan: None,
+            worker_exe: None,
+        }
+    }
+
+    /// The arguments after `c10k load` that reproduce these options, for running the load
+    /// generator as a subprocess (`c10k load ARGS...`; add `--progress json` to read its
+    /// seconds as JSON lines).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--target".to_string(),
+            self.target.to_string(),
+            "--kind".into(),
+            self.kind.name().into(),
+            "--connections".into(),
+            self.connections.to_string(),
+            "--ramp-per-sec".into(),
+            self.ramp_per_sec.to_string(),
+            "--hold-s".into(),
+            self.hold_s.to_string(),
+            "--probe-ms".into(),
+            self.probe_ms.to_string(),
+            "--probe-timeout-ms".into(),
+            self.probe_timeout_ms.to_string(),
+            "--timeout-ms".into(),
+            self.timeout_ms.to_string(),
+            "--source-addrs".into(),
+            self.source_addrs.to_string(),
+            "--progress".into(),
+            match self.progress {
+                Progress::Human => "human",
+                Progress::Json => "json",
+            }
+            .into(),
+        ];
+        if let Some(pid) = self.server_pid {
+            a.extend(["--server-pid".into(), pid.to_string()]);
+        }
+        if let Some(path) = &self.json {
+            a.extend(["--json".into(), path.display().to_string()]);
+        }
+        if let Some(n) = self.max_per_process {
+            a.extend(["--max-per-process".into(), n.to_string()]);
+        }
+        if let Some(exe) = &self.worker_exe {
+            a.extend(["--worker-exe".into(), exe.display().to_string()]);
+        }
+        a
+    }
+}
+
+/// Runs `c10k load`: progress on stdout while it runs, the report to `--json` and a summary at
+/// the end. An error is one sentence for the user.
+pub fn run(args: &LoadArgs) -> Result<(), String> {
+    if let Some(plan) = &args.worker_plan {
+        return procs::worker_main(plan);
+    }
+    let stop =
+        engine::stop_on_signals().map_err(|e| format!("could not set up signal handling: {e}"))?;
+    // Fail before the run, not after it, when the report cannot be written.
+    let mut report_file = match &args.json {
+        Some(path) => Some(
+            std::fs::File::create(path)
+                .map_err(|e| format!("could not create the report file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let progress = args.progress;
+    let connections = args.connections;
+    let mut stdout = std::io::stdout();
+    let report = execute(args, Some(stop), &mut |second: &Second| {
+        let line = match progress {
+            Progress::Human => second.human(connections),
+            Progress::Json => serde_json::to_string(second).unwrap_or_default(),
+        };
+        // A reader that went away must not stop the run: it is bounded and writes its report.
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+    });
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            if let Some(path) = &args.json {
+                drop(report_file.take());
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e);
+        }
+    };
+    if let (Some(file), Some(path)) = (&mut report_file, &args.json) {
+        let json = serde_json::to_vec_pretty(&report)
+            .map_err(|e| format!("could not encode the report: {e}"))?;
+        file.write_all(&json)
+            .and_then(|()| file.write_all(b"\n"))
+            .map_err(|e| format!("could not write the report to {}: {e}", path.display()))?;
+    }
+    match progress {
+        Progress::Human => println!("{}", report.summary()),
+        Progress::Json => eprintln!("{}", report.summary()),
+    }
+    Ok(())
+}
+
+/// Runs a load in this process and returns its report; `on_second` sees each second as it is
+/// merged. Worker processes, when the run needs several, are started from `--worker-exe` or
+/// else the current executable, which must then be `c10k`. Nothing is printed but notes on
+/// stderr.
+pub fn run_with(args: &LoadArgs, mut on_second: impl FnMut(&Second)) -> Result<Report, String> {
+    execute(args, None, &mut on_second)
+}
+
+/// Checks the options and turns them into numbers.
+fn validate(args: &LoadArgs) -> Result<(), String> {
+    if !(args.ramp_per_sec.is_finite() && args.ramp_per_sec > 0.0) {
+        return Err("--ramp-per-sec must be a positive number".into());
+    }
+    if !(args.hold_s.is_finite() && args.hold_s >= 0.0) {
+        return Err("--hold-s must be zero or a positive number".into());
+    }
+    if args.connections as f64 / args.ramp_per_sec + args.hold_s > MAX_RUN_S {
+        return Err(format!(
+            "the ramp and hold together must last at most {MAX_RUN_S} seconds"
+        ));
+    }
+    if args.probe_ms > 0 && args.probe_timeout_ms == 0 {
+        return Err("--probe-timeout-ms must be positive".into());
+    }
+    if args.timeout_ms == 0 {
+        return Err("--timeout-ms must be positive".into());
+    }
+    if args.max_per_process == Some(0) {
+        return Err("--max-per-process must be positive".into());
+    }
+    if args.source_addrs > 0 && !matches!(args.target.ip(), IpAddr::V4(ip) if ip.is_loopback()) {
+        return Err(format!(
+            "--source-addrs needs a loopback IPv4 target, and {} is not one",
+            args.target
+        ));
+    }
+    if args.source_addrs > net::MAX_SOURCES {
+        return Err(format!(
+            "--source-addrs can be at most {}",
+            net::MAX_SOURCES
+        ));
+    }
+    Ok(())
+}
+
+/// How a run is laid out over processes and source addresses.
+#[derive(Debug, Clone, PartialEq)]
+struct Layout {
+    /// Connections per worker process; empty when the parent holds them itself.
+    workers: Vec<u64>,
+    /// Source addresses to bind; empty to let the kernel choose.
+    sources: Vec<std::net::Ipv4Addr>,
+}
+
+/// Decides processes and source addresses for `args`, given the open file limit `fd_limit` and
+/// the connections one source address can carry.
+fn layout(args: &LoadArgs, fd_limit: u64, per_source: u64) -> Result<Layout, String> {
+    // Probes in flight at most, each a descriptor.
+    let probe_fds = args
+        .probe_timeout_ms
+        .checked_div(args.probe_ms)
+        .map_or(0, |n| n + 2);
+    let by_limit = fd_limit.saturating_sub(FD_HEADROOM + probe_fds);
+    let per_process = args.max_per_process.unwrap_or(u64::MAX).min(by_limit);
+    let n = args.connections;
+    if per_process == 0 && n > 0 {
+        return Err(format!(
+            "the open file limit ({fd_limit}) leaves no room for connections; raise it with `ulimit -n`"
+        ));
+    }
+    let workers = if n <= per_process {
+        Vec::new()
+    } else {
+        let processes = n.div_ceil(per_process);
+        if processes > MAX_PROCESSES {
+            return Err(format!(
+                "{n} connections at {per_process} per process would need {processes} processes, more than {MAX_PROCESSES}; raise the open file limit"
+            ));
+        }
+        (0..processes)
+            .map(|i| n / processes + u64::from(i < n % processes))
+            .collect()
+    };
+    let loopback_v4 = matches!(args.target.ip(), IpAddr::V4(ip) if ip.is_loopback());
+    let sources = if args.source_addrs > 0 {
+        args.source_addrs
+    } else if loopback_v4 && n > per_source {
+        n.div_ceil(per_source)
+    } else {
+        if n > per_source {
+            eprintln!(
+                "c10k load: {n} connections to {} from one source address may run out of ephemeral ports (about {per_source})",
+                args.target
+            );
+        }
+        0
+    };
+    Ok(Layout {
+        workers,
+        sources: net::loopback_sources(sources.min(net::MAX_SOURCES)),
+    })
+}
+
+/// The run itself, for `run` and `run_with`.
+fn execute(
+    args: &LoadArgs,
+    stop: Option<mio::unix::pipe::Receiver>,
+    on_second: &mut dyn FnMut(&Second),
+) -> Result<Report, String> {
+    validate(args)?;
+    let fd_limit = match crate::sys::raise_fd_limit() {
+        Ok((soft, _)) => soft,
+        Err(e) => return Err(format!("could not read the open file limit: {e}")),
+    };
+    let layout = layout(args, fd_limit, net::per_source_capacity())?;
+    let ramp_end_us = (args.connections as f64 / args.ramp_per_sec * 1e6) as u64;
+    let close_at_us = (ramp_end_us + (args.hold_s * 1e6) as u64).max(1);
+    let conn_plan = conns::ConnPlan {
+        kind: args.kind,
+        target: args.target,
+        count: args.connections,
+        rate: args.ramp_per_sec,
+        first_index: 0,
+        sources: layout.sources.clone(),
+        timeout_ms: args.timeout_ms,
+        poll_timeout_ms: SERVER_POLL_TIMEOUT_MS + args.timeout_ms,
+    };
+    let processes = layout.workers.len().max(1) as u64;
+    eprintln!(
+        "c10k load: {} {} connections to {} at {}/s, held {}s; open file limit {fd_limit}; {} process{}; {}",
+        args.connections,
+        args.kind.name(),
+        args.target,
+        args.ramp_per_sec,
+        args.hold_s,
+        processes,
+        if processes == 1 { "" } else { "es" },
+        match layout.sources.as_slice() {
+            [] => "source address chosen by the kernel".to_string(),
+            [one] => format!("source address {one}"),
+            [first, .., last] => format!("{} source addresses {first}..{last}", layout.sources.len()),
+        }
+    );
+    let parent = Box::new(engine::ParentParts {
+        probe: (args.probe_ms > 0)
+            .then(|| probe::Probe::new(args.target, args.probe_ms, args.probe_timeout_ms)),
+        sampler: args.server_pid.map(sampler::Sampler::new),
+    });
+    let (start_ns, outcome) = if layout.workers.is_empty() {
+        let start_ns = crate::sys::now_ns();
+        let engine = engine::Engine::new(
+            start_ns,
+            close_at_us,
+            Some(conns::Conns::new(conn_plan)),
+            engine::Role::Parent {
+                parts: parent,
+                children: Vec::new(),
+            },
+            stop,
+        )
+        .map_err(|e| format!("could not start the event loop: {e}"))?;
+        (start_ns, engine.run(on_second)?)
+    } else {
+        let exe = match &args.worker_exe {
+            Some(exe) => exe.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| format!("could not find this executable to start workers: {e}"))?,
+        };
+        // Workers start together a moment from now, so their seconds line up with the parent's.
+        let start_ns = crate::sys::now_ns() + 300_000_000;
+        let plans = procs::split(&conn_plan, &layout.workers, start_ns, close_at_us);
+        let children = procs::spawn(&exe, args.target, &plans)?;
+        let engine = engine::Engine::new(
+            start_ns,
+            close_at_us,
+            None,
+            engine::Role::Parent {
+                parts: parent,
+                children,
+            },
+            stop,
+        )
+        .map_err(|e| format!("could not start the event loop: {e}"))?;
+        (start_ns, engine.run(on_second)?)
+    };
+    let (seconds, totals) = outcome
+        .merger
+        .finish(ramp_end_us / 1000, outcome.closed_at_us / 1000);
+    Ok(Report {
+        target: args.target.to_string(),
+        kind: args.kind.name().to_string(),
+        connections: args.connections,
+        ramp_per_sec: args.ramp_per_sec,
+        hold_s: args.hold_s,
+        processes,
+        source_addrs: layout.sources.len().max(1) as u64,
+        started_unix_ns: start_ns,
+        duration_s: outcome.closed_at_us as f64 / 1e6,
+        seconds,
+        totals,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        load: LoadArgs,
+    }
+
+    fn parse(extra: &[&str]) -> LoadArgs {
+        let mut argv = vec!["load", "--target", "127.0.0.1:9"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().load
+    }
+
+    #[test]
+    fn defaults_match_new_and_args_round_trip() {
+        let parsed = parse(&[]);
+        let new = LoadArgs::new("127.0.0.1:9".parse().unwrap());
+        assert_eq!(format!("{parsed:?}"), format!("{new:?}"));
+        let mut custom = parse(&[
+            "--kind",
+            "ws",
+            "--connections",
+            "7",
+            "--hold-s",
+            "1.5",
+            "--server-pid",
+            "42",
+            "--progress",
+            "json",
+            "--max-per-process",
+            "3",
+        ]);
+        custom.json = Some("/tmp/x.json".into());
+        let mut argv = vec!["load".to_string()];
+        argv.extend(custom.to_args());
+        let back = Cli::try_parse_from(argv).unwrap().load;
+        assert_eq!(format!("{back:?}"), format!("{custom:?}"));
+    }
+
+    #[test]
+    fn layout_splits_processes_and_sources() {
+        let mut args = parse(&["--connections", "30"]);
+        assert_eq!(
+            layout(&args, 20_000, 25_000).unwrap(),
+            Layout {
+                workers: vec![],
+                sources: vec![]
+            }
+        );
+        args.max_per_process = Some(10);
+        assert_eq!(
+            layout(&args, 20_000, 25_000).unwrap().workers,
+            vec![10, 10, 10]
+        );
+        args.max_per_process = None;
+        args.connections = 60_000;
+        let l = layout(&args, 20_000, 25_000).unwrap();
+        // 20,000 less headroom per process: four processes of 15,000.
+        assert_eq!(l.workers, vec![15_000; 4]);
+        assert_eq!(l.sources.len(), 3);
+        // Headroom is kept below the limit.
+        assert!(layout(&args, 200, 25_000).is_err());
+    }
+
+    #[test]
+    fn bad_options_are_one_sentence() {
+        let mut args = parse(&[]);
+        args.ramp_per_sec = 0.0;
+        assert!(validate(&args).unwrap_err().contains("--ramp-per-sec"));
+        let mut args = parse(&["--source-addrs", "2"]);
+        assert!(validate(&args).is_ok());
+        args.target = "10.0.0.1:80".parse().unwrap();
+        assert!(validate(&args).unwrap_err().contains("loopback"));
+    }
 }

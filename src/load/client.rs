@@ -1,0 +1,629 @@
+//! One load connection as a sans-IO state machine: it writes its request into a buffer, takes the
+//! bytes the server sends, and says what happened — established, an answered poll, events
+//! received (with their `seq` and `sent_ns`), or a failure and its cause. No sockets, no clocks:
+//! the connection set in `conns.rs` does the I/O, and the tests below drive it with bytes.
+//!
+//! Every kind parses with the project's own protocol code: response heads with
+//! `http::parse_response_head`, bodies with `http::BodyDecoder`, SSE with `sse::Parser`,
+//! WebSocket frames with `ws::Decoder` in the client role.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde::Deserialize;
+
+use crate::proto::http::{self, BodyDecoder, BodyFraming, ResponseHead};
+use crate::proto::{sse, ws};
+
+use super::net::Cause;
+use super::Kind;
+
+/// Largest WebSocket message, SSE event or NDJSON line accepted from the server.
+const MAX_MESSAGE: usize = 1 << 20;
+/// Largest long-poll answer accepted (1024 retained events are far smaller).
+const MAX_POLL_BODY: u64 = 8 << 20;
+
+/// A failure: its cause, and for `Other` a word on what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fail {
+    pub cause: Cause,
+    pub why: String,
+}
+
+impl Fail {
+    pub fn new(cause: Cause, why: impl Into<String>) -> Fail {
+        Fail {
+            cause,
+            why: why.into(),
+        }
+    }
+}
+
+/// The part of an event the load generator measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Delivered {
+    pub seq: u64,
+    pub sent_ns: u64,
+}
+
+/// What one `on_data` call changed, besides events and bytes to send.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Step {
+    /// The connection just got its successful response.
+    pub established: bool,
+    /// A long poll was answered and the next one queued: its response timer starts over.
+    pub polled: bool,
+}
+
+/// Where a session's output goes during one call.
+pub struct Io<'a> {
+    /// Bytes to send to the server (the next poll, WebSocket pongs).
+    pub out: &'a mut Vec<u8>,
+    /// Events received.
+    pub events: &'a mut Vec<Delivered>,
+    /// Masking keys for client frames.
+    pub rng: &'a mut Rng,
+}
+
+enum Phase {
+    /// Waiting for (the rest of) a response head; holds what has arrived of it.
+    Head(Vec<u8>),
+    /// SSE: the body (which runs until close) through the event-stream parser.
+    Sse(BodyDecoder, Box<sse::Parser>),
+    /// Chunked NDJSON: decoded body bytes are split into lines.
+    Stream(BodyDecoder, Vec<u8>),
+    /// Upgraded to WebSocket.
+    Ws(Box<ws::Decoder>),
+    /// A long-poll answer's body, collected until complete.
+    PollBody(BodyDecoder, Vec<u8>),
+}
+
+/// A connection's protocol state.
+pub struct Session {
+    kind: Kind,
+    phase: Phase,
+    established: bool,
+    /// The `Sec-WebSocket-Key` sent, until the handshake is checked.
+    ws_key: Option<Box<str>>,
+    /// Long poll: the highest `seq` received so far.
+    after: Option<u64>,
+}
+
+/// A small, fast generator for WebSocket keys and masks (they must be unpredictable to
+/// intermediaries, not cryptographically strong). Seeded from the OS.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new() -> Rng {
+        let mut seed = [0u8; 8];
+        let ok = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed))
+            .is_ok();
+        let mut s = u64::from_ne_bytes(seed);
+        if !ok || s == 0 {
+            s = crate::sys::now_ns() ^ (u64::from(std::process::id()) << 32) | 1;
+        }
+        Rng(s)
+    }
+
+    /// xorshift64*.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn mask(&mut self) -> [u8; 4] {
+        (self.next_u64() as u32).to_ne_bytes()
+    }
+}
+
+impl Default for Rng {
+    fn default() -> Self {
+        Rng::new()
+    }
+}
+
+impl Session {
+    /// A session for `kind`; appends its request (sent once the TCP connect completes) to `out`.
+    pub fn new(kind: Kind, host: &str, rng: &mut Rng, out: &mut Vec<u8>) -> Session {
+        let mut ws_key = None;
+        match kind {
+            Kind::Sse => out.extend_from_slice(
+                format!(
+                    "GET /sse HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+                )
+                .as_bytes(),
+            ),
+            Kind::Stream => out.extend_from_slice(
+                format!("GET /stream HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+            ),
+            Kind::Ws => {
+                let mut nonce = [0u8; 16];
+                nonce[..8].copy_from_slice(&rng.next_u64().to_ne_bytes());
+                nonce[8..].copy_from_slice(&rng.next_u64().to_ne_bytes());
+                let key = BASE64.encode(nonce);
+                out.extend_from_slice(
+                    format!(
+                        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+                ws_key = Some(key.into_boxed_str());
+            }
+            Kind::Poll => poll_request(out, host, None),
+        }
+        Session {
+            kind,
+            phase: Phase::Head(Vec::new()),
+            established: false,
+            ws_key,
+            after: None,
+        }
+    }
+
+    pub fn is_established(&self) -> bool {
+        self.established
+    }
+
+    /// Whether this is a WebSocket that completed its handshake (it may send keep-alive pings).
+    pub fn is_open_ws(&self) -> bool {
+        matches!(self.phase, Phase::Ws(_))
+    }
+
+    /// Takes bytes received from the server. `host` is needed to write the next poll.
+    pub fn on_data(&mut self, data: &[u8], host: &str, io: &mut Io<'_>) -> Result<Step, Fail> {
+        let mut step = Step::default();
+        // Bytes that arrived behind a response head, owned once the head's buffer is gone.
+        let mut carried: Vec<u8>;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let Phase::Head(buf) = &mut self.phase else {
+                let used = self.feed_body(rest, &mut step, host, io)?;
+                rest = &rest[used..];
+                continue;
+            };
+            let parsed = if buf.is_empty() {
+                http::parse_response_head(rest)
+            } else {
+                buf.extend_from_slice(rest);
+                http::parse_response_head(buf)
+            };
+            match parsed {
+                Ok(Some((head, used))) => {
+                    carried = if buf.is_empty() {
+                        rest[used..].to_vec()
+                    } else {
+                        buf.split_off(used)
+                    };
+                    rest = &carried;
+                    self.on_head(head, &mut step)?;
+                    // A body-less poll answer is complete with its head.
+                    self.finish_poll(&mut step, host, io)?;
+                }
+                Ok(None) => {
+                    if buf.is_empty() {
+                        buf.extend_from_slice(rest);
+                    }
+                    break;
+                }
+                Err(_) => return Err(Fail::new(Cause::Other, "malformed response head")),
+            }
+        }
+        Ok(step)
+    }
+
+    /// Feeds body bytes to the current phase; returns how many it used (all of them, except
+    /// when a poll answer ends and what follows belongs to the next answer).
+    fn feed_body(
+        &mut self,
+        data: &[u8],
+        step: &mut Step,
+        host: &str,
+        io: &mut Io<'_>,
+    ) -> Result<usize, Fail> {
+        match &mut self.phase {
+            Phase::Head(_) => Ok(0),
+            Phase::Sse(body, parser) => {
+                let mut decoded = Vec::new();
+                body.decode(data, &mut decoded)
+                    .map_err(|_| Fail::new(Cause::Other, "malformed SSE body"))?;
+                let mut events = Vec::new();
+                parser.feed(&decoded, &mut events);
+                if parser.overflows() > 0 {
+                    return Err(Fail::new(Cause::Other, "SSE event over 1 MiB"));
+                }
+                for event in events {
+                    io.events.push(parse_event(event.data.as_bytes())?);
+                }
+                Ok(data.len())
+            }
+            Phase::Stream(body, line) => {
+                let used = body
+                    .decode(data, line)
+                    .map_err(|_| Fail::new(Cause::Other, "malformed chunked body"))?;
+                while let Some(end) = line.iter().position(|&b| b == b'\n') {
+                    let event = parse_event(&line[..end])?;
+                    io.events.push(event);
+                    line.drain(..=end);
+                }
+                if line.len() > MAX_MESSAGE {
+                    return Err(Fail::new(Cause::Other, "NDJSON line over 1 MiB"));
+                }
+                if body.is_done() || used < data.len() {
+                    return Err(Fail::new(Cause::ClosedByServer, "stream ended"));
+                }
+                Ok(data.len())
+            }
+            Phase::Ws(decoder) => {
+                let mut rest = data;
+                while !rest.is_empty() {
+                    let (used, message) = decoder
+                        .decode(rest)
+                        .map_err(|e| Fail::new(Cause::Other, format!("WebSocket: {}", e.reason)))?;
+                    rest = &rest[used..];
+                    match message {
+                        None => {}
+                        Some(ws::Message::Text(text)) => {
+                            io.events.push(parse_event(text.as_bytes())?);
+                        }
+                        Some(ws::Message::Binary(_)) | Some(ws::Message::Pong(_)) => {}
+                        Some(ws::Message::Ping(payload)) => {
+                            let mask = io.rng.mask();
+                            ws::encode_frame(io.out, ws::OpCode::Pong, &payload, Some(mask));
+                        }
+                        Some(ws::Message::Close(code)) => {
+                            // Complete the close handshake, then count the connection as lost.
+                            let mask = io.rng.mask();
+                            match code {
+                                Some((code, _)) => ws::encode_close(io.out, code, "", Some(mask)),
+                                None => {
+                                    ws::encode_frame(io.out, ws::OpCode::Close, &[], Some(mask))
+                                }
+                            }
+                            return Err(Fail::new(
+                                Cause::ClosedByServer,
+                                "WebSocket closed by the server",
+                            ));
+                        }
+                    }
+                }
+                Ok(data.len())
+            }
+            Phase::PollBody(body, buf) => {
+                let used = body
+                    .decode(data, buf)
+                    .map_err(|_| Fail::new(Cause::Other, "malformed poll body"))?;
+                self.finish_poll(step, host, io)?;
+                Ok(used)
+            }
+        }
+    }
+
+    /// When a poll answer's body is complete: takes its events and asks for the next ones.
+    fn finish_poll(&mut self, step: &mut Step, host: &str, io: &mut Io<'_>) -> Result<(), Fail> {
+        let Phase::PollBody(body, buf) = &self.phase else {
+            return Ok(());
+        };
+        if !body.is_done() {
+            return Ok(());
+        }
+        let events: Vec<Delivered> = if buf.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::from_slice(buf)
+                .map_err(|_| Fail::new(Cause::Other, "poll answer is not a JSON event array"))?
+        };
+        for e in events {
+            io.events.push(e);
+            self.after = Some(self.after.map_or(e.seq, |a| a.max(e.seq)));
+        }
+        poll_request(io.out, host, self.after);
+        self.phase = Phase::Head(Vec::new());
+        step.polled = true;
+        Ok(())
+    }
+
+    /// A complete response head: check it and move to the body's phase.
+    fn on_head(&mut self, head: ResponseHead, step: &mut Step) -> Result<(), Fail> {
+        let expected = if self.kind == Kind::Ws { 101 } else { 200 };
+        if head.status != expected {
+            if (100..200).contains(&head.status) && head.status != 101 {
+                // An interim answer: the real one follows.
+                self.phase = Phase::Head(Vec::new());
+                return Ok(());
+            }
+            return Err(Fail::new(
+                Cause::HttpError,
+                format!("status {}", head.status),
+            ));
+        }
+        if !self.established {
+            self.established = true;
+            step.established = true;
+        }
+        self.phase = match self.kind {
+            Kind::Sse => Phase::Sse(
+                BodyDecoder::new(head.body, u64::MAX),
+                Box::new(sse::Parser::with_limit(MAX_MESSAGE)),
+            ),
+            Kind::Stream => {
+                if head.body != BodyFraming::Chunked {
+                    return Err(Fail::new(Cause::Other, "stream answer is not chunked"));
+                }
+                Phase::Stream(BodyDecoder::new(head.body, u64::MAX), Vec::new())
+            }
+            Kind::Ws => {
+                let key = self.ws_key.take().unwrap_or_default();
+                let accept = head.header("sec-websocket-accept").unwrap_or_default();
+                if !has_token(&head, "upgrade", "websocket")
+                    || !has_token(&head, "connection", "upgrade")
+                    || accept != ws::accept_key(key.as_bytes()).as_bytes()
+                {
+                    return Err(Fail::new(Cause::Other, "bad WebSocket handshake answer"));
+                }
+                Phase::Ws(Box::new(ws::Decoder::new(ws::Role::Client, MAX_MESSAGE)))
+            }
+            Kind::Poll => match head.body {
+                // No body at all: nothing new, poll again.
+                BodyFraming::None => Phase::PollBody(BodyDecoder::new(head.body, 0), Vec::new()),
+                BodyFraming::UntilClose => {
+                    return Err(Fail::new(Cause::Other, "poll answer without a length"));
+                }
+                framing => Phase::PollBody(BodyDecoder::new(framing, MAX_POLL_BODY), Vec::new()),
+            },
+        };
+        Ok(())
+    }
+
+    /// The server closed the connection.
+    pub fn on_eof(&self) -> Fail {
+        Fail::new(Cause::ClosedByServer, "closed by the server")
+    }
+
+    /// A masked ping, to keep an otherwise silent WebSocket from looking idle to the server.
+    pub fn keepalive(&self, io_out: &mut Vec<u8>, rng: &mut Rng) {
+        if self.is_open_ws() {
+            ws::encode_frame(io_out, ws::OpCode::Ping, b"", Some(rng.mask()));
+        }
+    }
+}
+
+fn poll_request(out: &mut Vec<u8>, host: &str, after: Option<u64>) {
+    let request = match after {
+        Some(seq) => format!("GET /poll?after={seq} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        None => format!("GET /poll HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    };
+    out.extend_from_slice(request.as_bytes());
+}
+
+fn parse_event(json: &[u8]) -> Result<Delivered, Fail> {
+    serde_json::from_slice(json).map_err(|_| Fail::new(Cause::Other, "event is not the event JSON"))
+}
+
+/// Whether a field's comma-separated list holds `token` (case-insensitive).
+fn has_token(head: &ResponseHead, name: &str, token: &str) -> bool {
+    head.headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .flat_map(|(_, v)| v.split(|&b| b == b','))
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Harness {
+        session: Session,
+        request: Vec<u8>,
+        out: Vec<u8>,
+        events: Vec<Delivered>,
+        rng: Rng,
+    }
+
+    impl Harness {
+        fn new(kind: Kind) -> Harness {
+            let mut rng = Rng::new();
+            let mut request = Vec::new();
+            let session = Session::new(kind, "h", &mut rng, &mut request);
+            Harness {
+                session,
+                request,
+                out: Vec::new(),
+                events: Vec::new(),
+                rng,
+            }
+        }
+
+        fn feed(&mut self, bytes: &[u8]) -> Result<Step, Fail> {
+            let mut io = Io {
+                out: &mut self.out,
+                events: &mut self.events,
+                rng: &mut self.rng,
+            };
+            self.session.on_data(bytes, "h", &mut io)
+        }
+
+        /// Feeds `bytes` one at a time, merging the steps.
+        fn feed_bytewise(&mut self, bytes: &[u8]) -> Result<Step, Fail> {
+            let mut step = Step::default();
+            for b in bytes {
+                let s = self.feed(std::slice::from_ref(b))?;
+                step.established |= s.established;
+                step.polled |= s.polled;
+            }
+            Ok(step)
+        }
+    }
+
+    fn event_json(seq: u64) -> String {
+        format!(
+            "{{\"seq\":{seq},\"event\":\"tick\",\"sent_ns\":{}}}",
+            seq * 10
+        )
+    }
+
+    fn sse_bytes() -> Vec<u8> {
+        let mut b =
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+                .to_vec();
+        b.extend_from_slice(b": hb\n\n");
+        for seq in 1..=3 {
+            sse::encode_event(
+                &mut b,
+                Some(&seq.to_string()),
+                Some("tick"),
+                &event_json(seq),
+            );
+        }
+        b
+    }
+
+    fn delivered(seqs: &[u64]) -> Vec<Delivered> {
+        seqs.iter()
+            .map(|&seq| Delivered {
+                seq,
+                sent_ns: seq * 10,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sse_whole_and_bytewise() {
+        for bytewise in [false, true] {
+            let mut h = Harness::new(Kind::Sse);
+            assert!(String::from_utf8_lossy(&h.request).starts_with("GET /sse HTTP/1.1\r\n"));
+            let bytes = sse_bytes();
+            let step = if bytewise {
+                h.feed_bytewise(&bytes)
+            } else {
+                h.feed(&bytes)
+            }
+            .unwrap();
+            assert!(step.established);
+            assert!(h.session.is_established());
+            assert_eq!(h.events, delivered(&[1, 2, 3]));
+        }
+    }
+
+    #[test]
+    fn stream_lines_from_chunks() {
+        for bytewise in [false, true] {
+            let mut h = Harness::new(Kind::Stream);
+            let mut bytes = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for seq in 1..=2 {
+                http::write_chunk(&mut bytes, format!("{}\n", event_json(seq)).as_bytes());
+            }
+            let step = if bytewise {
+                h.feed_bytewise(&bytes)
+            } else {
+                h.feed(&bytes)
+            }
+            .unwrap();
+            assert!(step.established);
+            assert_eq!(h.events, delivered(&[1, 2]));
+            let end = h.feed(http::LAST_CHUNK).unwrap_err();
+            assert_eq!(end.cause, Cause::ClosedByServer);
+        }
+    }
+
+    fn ws_accept_for(request: &[u8]) -> String {
+        let text = String::from_utf8_lossy(request);
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap()
+            .trim()
+            .to_string();
+        assert!(ws::is_valid_client_key(key.as_bytes()));
+        ws::accept_key(key.as_bytes())
+    }
+
+    #[test]
+    fn websocket_handshake_events_ping_and_close() {
+        let mut h = Harness::new(Kind::Ws);
+        let accept = ws_accept_for(&h.request);
+        let mut bytes = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .into_bytes();
+        ws::encode_frame(&mut bytes, ws::OpCode::Text, event_json(7).as_bytes(), None);
+        ws::encode_frame(&mut bytes, ws::OpCode::Ping, b"hi", None);
+        let step = h.feed_bytewise(&bytes).unwrap();
+        assert!(step.established);
+        assert_eq!(h.events, delivered(&[7]));
+        // The pong is masked and carries the ping's payload.
+        let mut server = ws::Decoder::new(ws::Role::Server, 1024);
+        assert_eq!(
+            server.decode(&h.out).unwrap(),
+            (h.out.len(), Some(ws::Message::Pong(b"hi".to_vec())))
+        );
+        h.out.clear();
+        let mut close = Vec::new();
+        ws::encode_close(&mut close, 1001, "bye", None);
+        let fail = h.feed(&close).unwrap_err();
+        assert_eq!(fail.cause, Cause::ClosedByServer);
+        assert_eq!(
+            server.decode(&h.out).unwrap().1,
+            Some(ws::Message::Close(Some((1001, String::new()))))
+        );
+    }
+
+    #[test]
+    fn websocket_wrong_accept_is_refused() {
+        let mut h = Harness::new(Kind::Ws);
+        let bytes = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n";
+        assert_eq!(h.feed(bytes).unwrap_err().cause, Cause::Other);
+    }
+
+    #[test]
+    fn long_poll_repolls_after_the_highest_seq() {
+        let mut h = Harness::new(Kind::Poll);
+        assert!(String::from_utf8_lossy(&h.request).starts_with("GET /poll HTTP/1.1\r\n"));
+        let body = format!("[{},{}]", event_json(4), event_json(5));
+        let mut bytes = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes();
+        // A second answer in the same read: an empty one.
+        bytes.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]");
+        let step = h.feed_bytewise(&bytes).unwrap();
+        assert!(step.established && step.polled);
+        assert_eq!(h.events, delivered(&[4, 5]));
+        let sent = String::from_utf8_lossy(&h.out).into_owned();
+        assert_eq!(sent.matches("GET /poll?after=5 HTTP/1.1\r\n").count(), 2);
+    }
+
+    #[test]
+    fn error_statuses_and_garbage() {
+        let mut h = Harness::new(Kind::Sse);
+        let fail = h
+            .feed(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+            .unwrap_err();
+        assert_eq!(fail.cause, Cause::HttpError);
+        let mut h = Harness::new(Kind::Ws);
+        let fail = h.feed(b"HTTP/1.1 200 OK\r\n\r\n").unwrap_err();
+        assert_eq!(fail.cause, Cause::HttpError);
+        let mut h = Harness::new(Kind::Stream);
+        assert_eq!(
+            h.feed(b"SSH-2.0-x\r\n\r\n").unwrap_err().cause,
+            Cause::Other
+        );
+        let mut h = Harness::new(Kind::Sse);
+        let mut bytes = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        bytes.extend_from_slice(b"data: not json\n\n");
+        assert_eq!(h.feed(&bytes).unwrap_err().cause, Cause::Other);
+        assert_eq!(h.session.on_eof().cause, Cause::ClosedByServer);
+    }
+
+    #[test]
+    fn interim_answers_are_skipped() {
+        let mut h = Harness::new(Kind::Sse);
+        let mut bytes = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+        bytes.extend_from_slice(&sse_bytes());
+        assert!(h.feed(&bytes).unwrap().established);
+        assert_eq!(h.events.len(), 3);
+    }
+}

@@ -1,0 +1,466 @@
+//! The connections one process holds: opened at an even pace, driven through their sessions,
+//! timed out, kept alive, closed at the end, and counted once a second into a
+//! [`WorkerRecord`].
+//!
+//! Each connection is a slab entry: its socket, its [`Session`] and the bytes it still has to
+//! send (almost always none). Reading uses one shared buffer. Deadlines live in a heap with at
+//! most one entry per connection: a deadline only ever moves later, so an entry that comes due
+//! early is pushed back to the connection's current deadline instead of being duplicated.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+
+use hdrhistogram::Histogram;
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use serde::{Deserialize, Serialize};
+use slab::Slab;
+
+use crate::sys;
+
+use super::client::{Delivered, Fail, Io, Rng, Session};
+use super::net::{self, Cause};
+use super::record::{self, Counts, WorkerRecord};
+use super::Kind;
+
+/// Connections opened per loop turn at most, so a steep ramp cannot starve the rest.
+const OPEN_BATCH: u64 = 256;
+/// Reads per connection per readiness, so one busy connection cannot starve the rest.
+const READS_PER_TURN: usize = 16;
+const READ_CHUNK: usize = 64 * 1024;
+/// A WebSocket that has sent nothing for this long sends a ping: the server closes connections
+/// that stay silent past its idle timeout (60 s by default).
+const WS_KEEPALIVE_US: u64 = 20_000_000;
+/// Distinct seqs tracked per window (more are counted as events but not for delivery).
+const MAX_WINDOW_SEQS: usize = 4096;
+/// Distinct "other" failure reasons printed to stderr, so a surprise is visible but bounded.
+const MAX_LOGGED_REASONS: usize = 8;
+
+/// What one process does: which connections, how fast, against what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnPlan {
+    pub kind: Kind,
+    pub target: SocketAddr,
+    /// Connections this process opens.
+    pub count: u64,
+    /// Connections per second this process opens.
+    pub rate: f64,
+    /// Index of this process's first connection among all of the run's; picks source addresses.
+    pub first_index: u64,
+    /// Loopback source addresses to spread connections over, round robin by connection index;
+    /// empty to let the kernel pick.
+    pub sources: Vec<Ipv4Addr>,
+    /// Connect and response-head timeout.
+    pub timeout_ms: u64,
+    /// Time allowed for each long-poll answer.
+    pub poll_timeout_ms: u64,
+}
+
+struct Conn {
+    sock: TcpStream,
+    /// Distinguishes this connection from later ones in the same slab slot.
+    id: u64,
+    session: Session,
+    connected: bool,
+    /// Bytes still to send.
+    out: Vec<u8>,
+    /// µs since the start; 0 for none.
+    deadline: u64,
+    /// Whether the heap holds an entry for this connection.
+    armed: bool,
+    last_send: u64,
+}
+
+/// The connections of one process, and what they counted.
+pub struct Conns {
+    plan: ConnPlan,
+    host: String,
+    slab: Slab<Conn>,
+    /// Connections attempted so far (the next one's index within this process).
+    opened: u64,
+    deadlines: BinaryHeap<Reverse<(u64, usize, u64)>>,
+    next_id: u64,
+    counts: Counts,
+    events: u64,
+    hist: Histogram<u64>,
+    seqs: BTreeMap<u64, (u64, u64)>,
+    timeline: Vec<(u64, u64)>,
+    scratch: Vec<u8>,
+    delivered: Vec<Delivered>,
+    resume: Vec<usize>,
+    rng: Rng,
+    logged: Vec<String>,
+}
+
+impl Conns {
+    pub fn new(plan: ConnPlan) -> Conns {
+        Conns {
+            host: plan.target.to_string(),
+            plan,
+            slab: Slab::new(),
+            opened: 0,
+            deadlines: BinaryHeap::new(),
+            next_id: 0,
+            counts: Counts::default(),
+            events: 0,
+            hist: record::new_hist(),
+            seqs: BTreeMap::new(),
+            timeline: Vec::new(),
+            scratch: vec![0; READ_CHUNK],
+            delivered: Vec::new(),
+            resume: Vec::new(),
+            rng: Rng::new(),
+            logged: Vec::new(),
+        }
+    }
+
+    /// When connection number `i` of this process is due, µs since the start.
+    fn due_us(&self, i: u64) -> u64 {
+        if self.plan.rate.is_finite() && self.plan.rate > 0.0 {
+            (i as f64 * 1e6 / self.plan.rate) as u64
+        } else {
+            0
+        }
+    }
+
+    /// The earliest moment the loop must come back for these connections (µs since the start);
+    /// `Some(0)` when work is pending right now.
+    pub fn next_wakeup(&self) -> Option<u64> {
+        if !self.resume.is_empty() {
+            return Some(0);
+        }
+        let open = (self.opened < self.plan.count).then(|| self.due_us(self.opened));
+        let deadline = self.deadlines.peek().map(|Reverse((at, _, _))| *at);
+        match (open, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Opens the connections that are due, at most a batch per call.
+    pub fn open_due(&mut self, now_us: u64, registry: &Registry) {
+        for _ in 0..OPEN_BATCH {
+            if self.opened >= self.plan.count || self.due_us(self.opened) > now_us {
+                return;
+            }
+            self.open_one(now_us, registry);
+        }
+    }
+
+    fn open_one(&mut self, now_us: u64, registry: &Registry) {
+        let index = self.plan.first_index + self.opened;
+        self.opened += 1;
+        self.counts.attempted += 1;
+        let source = match self.plan.sources.len() as u64 {
+            0 => None,
+            n => self.plan.sources.get((index % n) as usize).copied(),
+        };
+        let socket = match net::start_connect(self.plan.target, source) {
+            Ok(s) => s,
+            Err(e) => return self.count_failure(Fail::new(Cause::of(&e), e.to_string())),
+        };
+        let mut sock = TcpStream::from_std(socket.into());
+        let entry = self.slab.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = registry.register(
+            &mut sock,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            return self.count_failure(Fail::new(Cause::of(&e), format!("epoll: {e}")));
+        }
+        let mut out = Vec::new();
+        let session = Session::new(self.plan.kind, &self.host, &mut self.rng, &mut out);
+        let id = self.next_id;
+        self.next_id += 1;
+        entry.insert(Conn {
+            sock,
+            id,
+            session,
+            connected: false,
+            out,
+            deadline: 0,
+            armed: false,
+            last_send: now_us,
+        });
+        self.counts.connecting += 1;
+        self.set_deadline(key, now_us + self.plan.timeout_ms * 1000);
+    }
+
+    fn set_deadline(&mut self, key: usize, at: u64) {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return;
+        };
+        conn.deadline = at;
+        if at != 0 && !conn.armed {
+            conn.armed = true;
+            self.deadlines.push(Reverse((at, key, conn.id)));
+        }
+    }
+
+    /// Fails the connections whose deadline passed.
+    pub fn expire(&mut self, now_us: u64) {
+        while let Some(&Reverse((at, key, id))) = self.deadlines.peek() {
+            if at > now_us {
+                return;
+            }
+            self.deadlines.pop();
+            let Some(conn) = self.slab.get_mut(key).filter(|c| c.id == id) else {
+                continue;
+            };
+            conn.armed = false;
+            match conn.deadline {
+                0 => {}
+                d if d > now_us => {
+                    conn.armed = true;
+                    self.deadlines.push(Reverse((d, key, id)));
+                }
+                _ => {
+                    let why = if !conn.connected {
+                        "connect timed out"
+                    } else if conn.session.is_established() {
+                        "no answer to a long poll in time"
+                    } else {
+                        "no response head in time"
+                    };
+                    self.fail(key, Fail::new(Cause::TimedOut, why), now_us);
+                }
+            }
+        }
+    }
+
+    /// Readiness for connection `key`.
+    pub fn on_event(&mut self, key: usize, event: &Event, now_us: u64) {
+        if !self.slab.contains(key) {
+            return;
+        }
+        if !self.check_connected(key, now_us) {
+            return;
+        }
+        if event.is_writable() || event.is_error() {
+            self.flush(key, now_us);
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.read(key, now_us);
+        }
+    }
+
+    /// Connections whose reading stopped at the per-turn limit read on.
+    pub fn run_resume(&mut self, now_us: u64) {
+        for key in std::mem::take(&mut self.resume) {
+            self.read(key, now_us);
+        }
+    }
+
+    /// Whether the connection is connected; completes the connect (sending the request) when
+    /// it just finished, fails the connection when it failed.
+    fn check_connected(&mut self, key: usize, now_us: u64) -> bool {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return false;
+        };
+        if conn.connected {
+            return true;
+        }
+        let result = match conn.sock.take_error() {
+            Ok(Some(e)) | Err(e) => Err(e),
+            Ok(None) => conn.sock.peer_addr().map(|_| ()),
+        };
+        match result {
+            Ok(()) => {
+                conn.connected = true;
+                let at = now_us + self.plan.timeout_ms * 1000;
+                self.set_deadline(key, at);
+                self.flush(key, now_us);
+                self.slab.contains(key)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => false,
+            Err(e) => {
+                self.fail(key, Fail::new(Cause::of(&e), e.to_string()), now_us);
+                false
+            }
+        }
+    }
+
+    fn flush(&mut self, key: usize, now_us: u64) {
+        let Some(conn) = self.slab.get_mut(key) else {
+            return;
+        };
+        if !conn.connected {
+            return;
+        }
+        while !conn.out.is_empty() {
+            match conn.sock.write(&conn.out) {
+                Ok(0) => {
+                    return self.fail(key, Fail::new(Cause::Other, "write returned 0"), now_us)
+                }
+                Ok(n) => {
+                    conn.out.drain(..n);
+                    conn.last_send = now_us;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.fail(key, Fail::new(Cause::of(&e), e.to_string()), now_us),
+            }
+        }
+        // A connection's pending output is tiny and usually gone at once; give back the buffer.
+        conn.out = Vec::new();
+    }
+
+    fn read(&mut self, key: usize, now_us: u64) {
+        for _ in 0..READS_PER_TURN {
+            let Some(conn) = self.slab.get_mut(key) else {
+                return;
+            };
+            if !conn.connected {
+                return;
+            }
+            let n = match conn.sock.read(&mut self.scratch) {
+                Ok(0) => {
+                    let fail = conn.session.on_eof();
+                    return self.fail(key, fail, now_us);
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.fail(key, Fail::new(Cause::of(&e), e.to_string()), now_us),
+            };
+            let mut io = Io {
+                out: &mut conn.out,
+                events: &mut self.delivered,
+                rng: &mut self.rng,
+            };
+            let result = conn
+                .session
+                .on_data(&self.scratch[..n], &self.host, &mut io);
+            self.take_delivered();
+            match result {
+                Err(fail) => {
+                    // Send what the session queued (a WebSocket close answer) before closing.
+                    self.flush(key, now_us);
+                    return self.fail(key, fail, now_us);
+                }
+                Ok(step) => {
+                    if step.established {
+                        self.counts.established += 1;
+                        self.counts.connecting -= 1;
+                        self.counts.open += 1;
+                        self.note_open(now_us);
+                        let at = match self.plan.kind {
+                            Kind::Poll => now_us + self.plan.poll_timeout_ms * 1000,
+                            _ => 0,
+                        };
+                        self.set_deadline(key, at);
+                    } else if step.polled {
+                        self.set_deadline(key, now_us + self.plan.poll_timeout_ms * 1000);
+                    }
+                    self.flush(key, now_us);
+                }
+            }
+        }
+        // More may be waiting: edge-triggered readiness will not say so again.
+        self.resume.push(key);
+    }
+
+    /// Records the events a session just produced.
+    fn take_delivered(&mut self) {
+        if self.delivered.is_empty() {
+            return;
+        }
+        let now_ns = sys::now_ns();
+        for d in self.delivered.drain(..) {
+            self.events += 1;
+            self.hist
+                .saturating_record(now_ns.saturating_sub(d.sent_ns) / 1000);
+            if let Some(entry) = self.seqs.get_mut(&d.seq) {
+                entry.1 += 1;
+            } else if self.seqs.len() < MAX_WINDOW_SEQS {
+                self.seqs.insert(d.seq, (d.sent_ns, 1));
+            }
+        }
+    }
+
+    fn fail(&mut self, key: usize, fail: Fail, now_us: u64) {
+        let Some(conn) = self.slab.try_remove(key) else {
+            return;
+        };
+        if conn.session.is_established() {
+            self.counts.open -= 1;
+            self.note_open(now_us);
+        } else {
+            self.counts.connecting -= 1;
+        }
+        self.count_failure(fail);
+        // Dropping the socket closes it, which also takes it out of epoll.
+        drop(conn);
+    }
+
+    fn count_failure(&mut self, fail: Fail) {
+        fail.cause.count(&mut self.counts.failed);
+        if fail.cause == Cause::Other
+            && self.logged.len() < MAX_LOGGED_REASONS
+            && !self.logged.contains(&fail.why)
+        {
+            eprintln!("c10k load: a connection failed: {}", fail.why);
+            self.logged.push(fail.why);
+        }
+    }
+
+    /// Notes the number of open connections in the timeline, at 10 ms resolution rounded up:
+    /// a connection is never taken for open before it was (an event published just before it
+    /// subscribed would look missed), only a little after.
+    fn note_open(&mut self, now_us: u64) {
+        let ms = now_us.div_ceil(10_000) * 10;
+        match self.timeline.last_mut() {
+            Some(last) if last.0 == ms => last.1 = self.counts.open,
+            _ => self.timeline.push((ms, self.counts.open)),
+        }
+    }
+
+    /// Pings WebSockets that have been silent for a while.
+    pub fn keepalive(&mut self, now_us: u64) {
+        let mut due = Vec::new();
+        for (key, conn) in &mut self.slab {
+            if conn.session.is_open_ws() && now_us.saturating_sub(conn.last_send) >= WS_KEEPALIVE_US
+            {
+                conn.session.keepalive(&mut conn.out, &mut self.rng);
+                due.push(key);
+            }
+        }
+        for key in due {
+            self.flush(key, now_us);
+        }
+    }
+
+    /// The window that just ended, as a record; starts the next one.
+    pub fn take_window(&mut self, idx: u64, last: bool) -> WorkerRecord {
+        let rec = WorkerRecord {
+            idx,
+            last,
+            counts: self.counts,
+            events: self.events,
+            hist: record::buckets(&self.hist),
+            seqs: self
+                .seqs
+                .iter()
+                .map(|(&seq, &(sent, n))| (seq, sent, n))
+                .collect(),
+            timeline: std::mem::take(&mut self.timeline),
+        };
+        self.events = 0;
+        self.hist.reset();
+        self.seqs.clear();
+        rec
+    }
+
+    /// Closes every connection (the end of the run). Connections still connecting are
+    /// abandoned; none of them counts as a failure.
+    pub fn close_all(&mut self) {
+        self.slab.clear();
+        self.deadlines.clear();
+        self.resume.clear();
+        self.opened = self.plan.count;
+    }
+}

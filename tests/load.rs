@@ -1,0 +1,319 @@
+//! The load generator against real sockets: every kind against the evented server, failures
+//! classified against a port with nothing listening and against small misbehaving servers, the
+//! split over worker processes, source addresses, and the JSON it writes read back as the
+//! public report types. Counts and classifications are asserted, never timings.
+
+mod common;
+use common::*;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use c10k_lab::load::{Report, Second};
+
+/// A run's output: the per-second JSON lines and the final report.
+struct Run {
+    seconds: Vec<Second>,
+    report: Report,
+}
+
+/// Runs `c10k load --target TARGET ARGS... --progress json --json TMP` and parses what it wrote.
+fn load(target: SocketAddr, args: &[&str]) -> Run {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "c10k-load-test-{}-{}.json",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .arg("load")
+        .args(["--target", &target.to_string()])
+        .args(args)
+        .args(["--progress", "json", "--json"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start c10k load");
+    // Every run here is bounded by its own ramp and hold; this only keeps a bug from hanging
+    // the suite.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for c10k load") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("c10k load did not finish by itself");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "c10k load failed: {stderr}");
+    let seconds: Vec<Second> = stdout
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("progress line is not a Second ({e}): {line}"))
+        })
+        .collect();
+    let json = std::fs::read(&path).expect("the report file");
+    let _ = std::fs::remove_file(&path);
+    let report: Report = serde_json::from_slice(&json).expect("the report parses as Report");
+    Run { seconds, report }
+}
+
+/// A fast run: connections opened within 0.1 s, held 1 s, probing every 100 ms.
+const FAST: &[&str] = &[
+    "--ramp-per-sec",
+    "300",
+    "--hold-s",
+    "1",
+    "--probe-ms",
+    "100",
+];
+
+fn evented() -> Server {
+    Server::start(&["--model", "evented", "--tick-ms", "50"])
+}
+
+/// Every connection attempted is connecting, open or failed, in every second.
+fn assert_conserved(seconds: &[Second]) {
+    for s in seconds {
+        assert_eq!(
+            s.attempted,
+            s.connecting + s.open + s.failed.total(),
+            "at t={}: {s:?}",
+            s.t_s
+        );
+    }
+}
+
+fn assert_clean_run(run: &Run, connections: u64) {
+    assert_conserved(&run.seconds);
+    let t = &run.report.totals;
+    assert_eq!(t.attempted, connections);
+    assert_eq!(t.established, connections, "{:?}", t.failed);
+    assert_eq!(t.failed_total, 0, "{:?}", t.failed);
+    assert_eq!(t.peak_open, connections);
+    assert!(t.events > 0, "no events received");
+    assert!(t.event_p50_us.is_some() && t.event_max_us.is_some());
+    assert!(t.event_p50_us <= t.event_p99_us && t.event_p99_us <= t.event_max_us);
+    assert!(t.probes_answered > 0);
+    assert_eq!(
+        t.probes_answered + t.probe_timeouts + t.probe_errors,
+        t.probes_sent
+    );
+    assert_eq!(t.probe_errors, 0);
+    // Every event published while all connections were open reached all of them.
+    assert!(t.delivery.seqs > 0);
+    assert_eq!(t.delivery.min_fraction, Some(1.0));
+    // The progress lines are the report's seconds.
+    assert!(!run.seconds.is_empty());
+    assert_eq!(run.seconds, run.report.seconds);
+    let last = run.seconds.last().unwrap();
+    assert_eq!((last.open, last.established), (connections, connections));
+    assert_eq!(
+        run.seconds.iter().map(|s| s.events).sum::<u64>(),
+        t.events,
+        "per-second events add up to the total"
+    );
+}
+
+fn kind_against_evented(kind: &str) {
+    let server = evented();
+    let mut args = vec!["--kind", kind, "--connections", "30"];
+    args.extend_from_slice(FAST);
+    let pid = server.child.id().to_string();
+    args.extend(["--server-pid", pid.as_str()]);
+    let run = load(server.addr, &args);
+    assert_clean_run(&run, 30);
+    assert_eq!(run.report.kind, kind);
+    assert_eq!(run.report.processes, 1);
+    let peak = run.report.totals.server_peak.expect("server sampled");
+    assert_eq!(peak.threads, 1, "the evented server is one thread");
+    assert!(
+        peak.fds >= 30,
+        "the server holds a descriptor per connection"
+    );
+}
+
+#[test]
+fn sse_against_evented() {
+    kind_against_evented("sse");
+}
+
+#[test]
+fn websocket_against_evented() {
+    kind_against_evented("ws");
+}
+
+#[test]
+fn stream_against_evented() {
+    kind_against_evented("stream");
+}
+
+#[test]
+fn long_poll_against_evented() {
+    kind_against_evented("poll");
+}
+
+#[test]
+fn nothing_listening_is_refused() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut args = vec!["--connections", "20"];
+    args.extend_from_slice(FAST);
+    let run = load(target, &args);
+    assert_conserved(&run.seconds);
+    let t = &run.report.totals;
+    assert_eq!(t.attempted, 20);
+    assert_eq!(t.established, 0);
+    assert_eq!(t.failed.refused, 20, "{:?}", t.failed);
+    assert_eq!(t.failed_total, 20);
+    assert_eq!(t.events, 0);
+    assert_eq!(t.event_p50_us, None);
+    assert_eq!(t.probes_answered, 0);
+    assert_eq!(t.probe_errors, t.probes_sent);
+}
+
+#[test]
+fn workers_split_and_merge() {
+    let server = evented();
+    let mut args = vec![
+        "--kind",
+        "sse",
+        "--connections",
+        "30",
+        "--max-per-process",
+        "10",
+    ];
+    args.extend_from_slice(FAST);
+    let run = load(server.addr, &args);
+    assert_eq!(run.report.processes, 3);
+    assert_clean_run(&run, 30);
+}
+
+#[test]
+fn connections_spread_over_source_addresses() {
+    let server = evented();
+    let mut args = vec!["--kind", "ws", "--connections", "24", "--source-addrs", "3"];
+    args.extend_from_slice(FAST);
+    let run = load(server.addr, &args);
+    assert_eq!(run.report.source_addrs, 3);
+    assert_clean_run(&run, 24);
+}
+
+/// A server that reads each request head and answers `reply`, then holds the connection (and
+/// closes it when `close` is set).
+fn fake_server(reply: &'static [u8], close: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = conn.write_all(reply);
+            if !close {
+                held.push(conn);
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn error_statuses_and_server_closes_are_classified() {
+    let mut args = vec!["--connections", "10", "--probe-ms", "0"];
+    args.extend_from_slice(&FAST[..4]);
+    let addr = fake_server(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+        false,
+    );
+    let t = load(addr, &args).report.totals;
+    assert_eq!(
+        (t.failed.http_error, t.failed_total),
+        (10, 10),
+        "{:?}",
+        t.failed
+    );
+
+    let addr = fake_server(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+        true,
+    );
+    let t = load(addr, &args).report.totals;
+    assert_eq!(t.established, 10);
+    assert_eq!(
+        (t.failed.closed_by_server, t.failed_total),
+        (10, 10),
+        "{:?}",
+        t.failed
+    );
+}
+
+#[test]
+fn a_silent_server_times_out_and_the_run_still_ends() {
+    // Accepted by the kernel (the listen backlog), never answered.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let started = Instant::now();
+    let run = load(
+        addr,
+        &[
+            "--connections",
+            "10",
+            "--ramp-per-sec",
+            "100",
+            "--hold-s",
+            "1",
+            "--timeout-ms",
+            "300",
+            "--probe-ms",
+            "100",
+            "--probe-timeout-ms",
+            "300",
+        ],
+    );
+    let t = &run.report.totals;
+    assert_eq!(t.established, 0);
+    assert_eq!(
+        (t.failed.timed_out, t.failed_total),
+        (10, 10),
+        "{:?}",
+        t.failed
+    );
+    assert!(t.probe_timeouts > 0);
+    assert_eq!(t.probes_answered, 0);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    drop(listener);
+}
