@@ -6,6 +6,8 @@ pub mod app;
 pub mod blocking;
 pub mod doctor;
 pub mod evented;
+#[path = "../experiments/mod.rs"]
+pub mod experiments;
 pub mod load;
 pub mod proto;
 pub mod sys;

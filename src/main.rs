@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use c10k_lab::app::config::{ServerConfig, Threads};
-use c10k_lab::{blocking, doctor, evented, load, sys};
+use c10k_lab::{blocking, doctor, evented, experiments, load, sys};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +25,13 @@ enum Command {
     Serve(ServeArgs),
     /// Hold many connections against a server and measure latency, failures and server cost.
     Load(load::LoadArgs),
+    /// Run an experiment: live view while it runs, JSON, CSV and an SVG chart in results/NAME/.
+    Run {
+        #[command(subcommand)]
+        experiment: experiments::Experiment,
+    },
+    /// List the experiments.
+    List,
     /// Show the Linux limits that bound how many connections each model can hold here.
     Doctor,
 }
@@ -133,6 +140,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Load(args) => load::run(&args),
+        Command::Run { experiment } => experiments::run(&experiment),
+        Command::List => {
+            for (name, what) in experiments::LIST {
+                println!("{name:<12} {what}");
+            }
+            println!("\nrun one with: c10k run NAME   (options: c10k run NAME --help)");
+            Ok(())
+        }
         Command::Doctor => doctor::run(),
     };
     match result {

@@ -256,6 +256,7 @@ impl Engine {
                     window.probes_answered = p.answered;
                     window.probe_timeouts = p.timeouts;
                     window.probe_errors = p.errors;
+                    window.first_timeout_sent_us = p.first_timeout_sent_us;
                     window.probe_hist = p.take_window();
                 }
                 self.merger.parent_window(idx, window, last);

@@ -28,6 +28,8 @@ pub struct ParentWindow {
     pub probes_answered: u64,
     pub probe_timeouts: u64,
     pub probe_errors: u64,
+    /// When the first probe that timed out was sent (µs since the start), once one has.
+    pub first_timeout_sent_us: Option<u64>,
     /// Probe latency buckets of the window.
     pub probe_hist: Vec<(u64, u64)>,
     pub server: Option<ServerSample>,
@@ -96,6 +98,7 @@ pub struct Merger {
     probe_total: Histogram<u64>,
     events_total: u64,
     peak_open: u64,
+    held_at_first_probe_timeout: Option<u64>,
     server_peak: Option<ServerSample>,
     last_parent: ParentWindow,
     seconds: Vec<Second>,
@@ -118,6 +121,7 @@ impl Merger {
             probe_total: record::new_hist(),
             events_total: 0,
             peak_open: 0,
+            held_at_first_probe_timeout: None,
             server_peak: None,
             last_parent: ParentWindow::default(),
             seconds: Vec::new(),
@@ -307,6 +311,13 @@ impl Merger {
         record::add_buckets(&mut self.probe_window, &parent.probe_hist);
         let _ = self.probe_total.add(&self.probe_window);
         self.peak_open = self.peak_open.max(counts.open);
+        if self.held_at_first_probe_timeout.is_none() {
+            // Every source has reported through this window, so their timelines cover the
+            // moment that probe was sent.
+            self.held_at_first_probe_timeout = parent
+                .first_timeout_sent_us
+                .map(|us| self.sources.iter().map(|s| s.open_at(us / 1000)).sum());
+        }
         if let Some(s) = parent.server {
             let peak = self.server_peak.get_or_insert(s);
             peak.rss_bytes = peak.rss_bytes.max(s.rss_bytes);
@@ -332,6 +343,7 @@ impl Merger {
             server: parent.server,
             connecting: counts.connecting,
             probe_errors: parent.probe_errors,
+            held_at_first_probe_timeout: self.held_at_first_probe_timeout,
         };
         self.settle(parent.end_us / 1000);
         self.last_parent = parent;
@@ -366,6 +378,7 @@ impl Merger {
             probe_p99_us: record::quantile(&self.probe_total, 0.99),
             probe_p999_us: record::quantile(&self.probe_total, 0.999),
             probe_max_us: record::max(&self.probe_total),
+            held_at_first_probe_timeout: self.held_at_first_probe_timeout,
             server_peak: self.server_peak,
         };
         (self.seconds, totals)

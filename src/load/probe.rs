@@ -49,6 +49,8 @@ pub struct Probe {
     pub answered: u64,
     pub timeouts: u64,
     pub errors: u64,
+    /// When (µs since the start) the first probe that timed out was sent.
+    pub first_timeout_sent_us: Option<u64>,
     window: Histogram<u64>,
     scratch: Vec<u8>,
 }
@@ -74,6 +76,7 @@ impl Probe {
             answered: 0,
             timeouts: 0,
             errors: 0,
+            first_timeout_sent_us: None,
             window: record::new_hist(),
             scratch: vec![0; 16 * 1024],
         }
@@ -103,6 +106,8 @@ impl Probe {
             if self.conns.get(key).is_some_and(|c| c.id == id) {
                 self.conns.remove(key);
                 self.timeouts += 1;
+                self.first_timeout_sent_us
+                    .get_or_insert(at.saturating_sub(self.timeout_us));
             }
         }
     }

@@ -144,6 +144,10 @@ pub struct Second {
     /// Cumulative: probes that failed other than by timing out (refused, reset, not `200`, ...).
     #[serde(default)]
     pub probe_errors: u64,
+    /// Connections open at the moment the first probe that later timed out was sent: where the
+    /// server stopped answering newcomers. `None` while no probe has timed out.
+    #[serde(default)]
+    pub held_at_first_probe_timeout: Option<u64>,
 }
 
 /// How completely broadcast events reached the connections.
@@ -189,6 +193,9 @@ pub struct Totals {
     pub probe_p99_us: Option<u64>,
     pub probe_p999_us: Option<u64>,
     pub probe_max_us: Option<u64>,
+    /// Connections open when the first probe that timed out was sent (see [`Second`]).
+    #[serde(default)]
+    pub held_at_first_probe_timeout: Option<u64>,
     /// Highest readings of the server, each field on its own (they may come from different
     /// seconds); `None` without `--server-pid`.
     pub server_peak: Option<ServerSample>,

@@ -1,0 +1,117 @@
+//! SVG charts of experiment results: stacked panels sharing one x axis (usually time).
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+/// One line on a panel.
+pub struct Series {
+    pub label: String,
+    pub color: RGBColor,
+    pub points: Vec<(f64, f64)>,
+    /// Draw points as crosses instead of a line (e.g. timeouts).
+    pub markers: bool,
+}
+
+/// One chart of the stack.
+pub struct Panel {
+    pub title: String,
+    pub y_label: String,
+    /// Logarithmic y axis (values are clamped to `y_min`).
+    pub log_y: bool,
+    pub y_min: f64,
+    pub series: Vec<Series>,
+}
+
+pub const EVENTED: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
+pub const BLOCKING: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+
+/// Draws `panels` one above the other, sharing the x axis described by `x_label`.
+pub fn draw(path: &Path, title: &str, x_label: &str, panels: &[Panel]) -> Result<(), String> {
+    let height = 60 + 260 * panels.len() as u32;
+    let root = SVGBackend::new(path, (960, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let root = root
+        .titled(title, ("sans-serif", 22))
+        .map_err(|e| e.to_string())?;
+    let t_max = panels
+        .iter()
+        .flat_map(|p| &p.series)
+        .flat_map(|s| &s.points)
+        .map(|p| p.0)
+        .fold(1.0, f64::max);
+    for (area, panel) in root.split_evenly((panels.len(), 1)).iter().zip(panels) {
+        draw_panel(area, panel, x_label, t_max).map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    panel: &Panel,
+    x_label: &str,
+    t_max: f64,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let y_max = panel
+        .series
+        .iter()
+        .flat_map(|s| &s.points)
+        .map(|p| p.1)
+        .fold(panel.y_min * 10.0, f64::max)
+        * 1.15;
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(&panel.title, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(30)
+        .y_label_area_size(70);
+    if panel.log_y {
+        let mut chart = builder.build_cartesian_2d(0f64..t_max, (panel.y_min..y_max).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(&panel.y_label)
+            .draw()?;
+        draw_series(&mut chart, panel)?;
+    } else {
+        let mut chart = builder.build_cartesian_2d(0f64..t_max, panel.y_min..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(&panel.y_label)
+            .draw()?;
+        draw_series(&mut chart, panel)?;
+    }
+    Ok(())
+}
+
+fn draw_series<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    panel: &Panel,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate<From = (f64, f64)>,
+{
+    for s in &panel.series {
+        let color = s.color;
+        let points = s.points.iter().map(|&(x, y)| (x, y.max(panel.y_min)));
+        if s.markers {
+            chart
+                .draw_series(points.map(|p| Cross::new(p, 4, color.stroke_width(2))))?
+                .label(&s.label)
+                .legend(move |(x, y)| Cross::new((x + 10, y), 4, color.stroke_width(2)));
+        } else {
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                .label(&s.label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+}

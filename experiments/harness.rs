@@ -1,0 +1,233 @@
+//! What every experiment needs: servers and load generators as child processes of this very
+//! binary, a live view fed by the load generators' per-second records, and a results folder.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::load::report::{Report, Second};
+use crate::sys::{self, ProcReading};
+
+/// A `c10k serve` child process, stopped with SIGTERM when dropped.
+pub struct ServerProc {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl ServerProc {
+    /// Starts `c10k serve --listen 127.0.0.1:0 ARGS` and waits for its `listening on` line.
+    pub fn start(label: &str, args: &[String]) -> Result<ServerProc, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find the c10k binary: {e}"))?;
+        let mut child = Command::new(exe)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the {label} server: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout from the server")?;
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| format!("the {label} server did not start listening within 10 s"))?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| format!("the {label} server printed {line:?} instead of its address"))?;
+        Ok(ServerProc {
+            addr,
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// RSS, threads and descriptors of the server right now.
+    pub fn reading(&self) -> Option<ProcReading> {
+        sys::read_proc(Some(self.pid())).ok()
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited after 5 s.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A `c10k load --progress json` child process and the per-second records it prints.
+pub struct LoadProc {
+    child: Child,
+    seconds: Receiver<Second>,
+    report_path: PathBuf,
+    /// Every record received so far.
+    pub history: Vec<Second>,
+}
+
+impl LoadProc {
+    /// Starts `c10k load --target ADDR --progress json --json REPORT ARGS`.
+    pub fn start(target: SocketAddr, report_path: &Path, args: &[String]) -> Result<LoadProc, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find the c10k binary: {e}"))?;
+        let mut child = Command::new(exe)
+            .arg("load")
+            .args(["--target", &target.to_string(), "--progress", "json"])
+            .arg("--json")
+            .arg(report_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the load generator: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout from the load generator")?;
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(second) = serde_json::from_str::<Second>(&line) {
+                    if tx.send(second).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(LoadProc {
+            child,
+            seconds: rx,
+            report_path: report_path.to_path_buf(),
+            history: Vec::new(),
+        })
+    }
+
+    /// Takes in every record that has arrived; returns the newest one, if any.
+    pub fn poll(&mut self) -> Option<&Second> {
+        self.history.extend(self.seconds.try_iter());
+        self.history.last()
+    }
+
+    /// Whether the load generator has exited.
+    pub fn finished(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Waits (at most `limit`) for the load generator to exit and reads its report.
+    pub fn finish(mut self, limit: Duration) -> Result<Report, String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    match self.seconds.recv_timeout(Duration::from_millis(100)) {
+                        Ok(s) => self.history.push(s),
+                        Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+                    }
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return Err("the load generator did not finish in time".to_string());
+                }
+            }
+        }
+        let text = std::fs::read_to_string(&self.report_path)
+            .map_err(|e| format!("cannot read the load report {}: {e}", self.report_path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("the load report is not valid: {e}"))
+    }
+}
+
+impl Drop for LoadProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `results/NAME/`, created if needed.
+pub fn results_dir(name: &str) -> Result<PathBuf, String> {
+    let dir = PathBuf::from("results").join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Writes `value` as pretty JSON.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Writes a CSV file from a header and rows of already formatted cells.
+pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<String>]) -> Result<(), String> {
+    let mut text = header.join(",");
+    text.push('\n');
+    for row in rows {
+        text.push_str(&row.join(","));
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The command line that reproduces this run, for the output and the notes.
+pub fn command_line() -> String {
+    let mut args = std::env::args();
+    args.next();
+    let rest: Vec<String> = args.collect();
+    format!("cargo run --release -- {}", rest.join(" "))
+}
+
+/// `1.23 ms`, `456 µs`, or `-`.
+pub fn fmt_us(us: Option<u64>) -> String {
+    match us {
+        None => "-".to_string(),
+        Some(us) if us >= 10_000 => format!("{:.0} ms", us as f64 / 1000.0),
+        Some(us) if us >= 1000 => format!("{:.1} ms", us as f64 / 1000.0),
+        Some(us) => format!("{us} µs"),
+    }
+}
+
+/// `12.3 MiB`.
+pub fn fmt_mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// What this machine is, for the header of every result.
+pub fn machine() -> String {
+    let cores = thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string());
+    let nofile = sys::raise_fd_limit().map_or(0, |(soft, _)| soft);
+    format!("{cores} cores, Linux {kernel}, RLIMIT_NOFILE {nofile}")
+}

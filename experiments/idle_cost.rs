@@ -1,0 +1,243 @@
+//! Idle cost: what one open, idle long-lived connection costs each server — resident memory
+//! and threads — read from `/proc/PID` before and while N idle clients are held.
+
+use std::thread;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::chart::{self, Panel, Series};
+use super::harness::{self, fmt_mib, LoadProc, ServerProc};
+
+/// `c10k run idle-cost`
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Numbers of idle clients to hold, comma-separated.
+    #[arg(long, default_value = "1000,5000,10000", value_delimiter = ',')]
+    pub connections: Vec<u64>,
+    /// Kinds of connection, comma-separated (sse, ws, stream, poll).
+    #[arg(long, default_value = "sse,ws", value_delimiter = ',')]
+    pub kinds: Vec<String>,
+    /// Server models, comma-separated (evented, blocking).
+    #[arg(long, default_value = "evented,blocking", value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// New clients per second.
+    #[arg(long, default_value_t = 5000)]
+    pub ramp_per_sec: u64,
+    /// Seconds to hold the clients once all are connected.
+    #[arg(long, default_value_t = 3)]
+    pub hold_s: u64,
+    /// Where to write results [default: results/idle-cost].
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub model: String,
+    pub kind: String,
+    pub clients: u64,
+    pub established: u64,
+    pub rss_before: u64,
+    pub rss_held: u64,
+    pub rss_per_conn: f64,
+    pub threads_before: u64,
+    pub threads_held: u64,
+    pub threads_per_conn: f64,
+    pub fds_held: u64,
+}
+
+pub fn run(args: &Args) -> Result<(), String> {
+    let dir = match &args.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            dir.clone()
+        }
+        None => harness::results_dir("idle-cost")?,
+    };
+    println!("idle cost: resident memory and threads per idle connection");
+    println!("machine: {}", harness::machine());
+    println!("command: {}", harness::command_line());
+    println!();
+    println!(
+        "{:<9} {:<6} {:>8} {:>8} {:>11} {:>11} {:>12} {:>8} {:>9}",
+        "model", "kind", "clients", "held", "rss before", "rss held", "rss / conn", "threads", "thr/conn"
+    );
+    let mut rows = Vec::new();
+    for model in &args.models {
+        for kind in &args.kinds {
+            for &n in &args.connections {
+                let row = measure(&dir, model, kind, n, args)?;
+                println!(
+                    "{:<9} {:<6} {:>8} {:>8} {:>11} {:>11} {:>10.0} B {:>8} {:>9.2}",
+                    row.model,
+                    row.kind,
+                    row.clients,
+                    row.established,
+                    fmt_mib(row.rss_before),
+                    fmt_mib(row.rss_held),
+                    row.rss_per_conn,
+                    row.threads_held,
+                    row.threads_per_conn
+                );
+                rows.push(row);
+            }
+        }
+    }
+    write_results(&dir, &rows)?;
+    println!("\nresults: {}/ (idle-cost.json, idle-cost.csv, idle-cost.svg)", dir.display());
+    Ok(())
+}
+
+fn measure(dir: &std::path::Path, model: &str, kind: &str, n: u64, args: &Args) -> Result<Row, String> {
+    let mut server_args = vec!["--model", model, "--tick-ms", "0"];
+    if model == "blocking" {
+        server_args.extend(["--threads", "unbounded"]);
+    }
+    let server_args: Vec<String> = server_args.iter().map(|s| s.to_string()).collect();
+    let mut server = ServerProc::start(model, &server_args)?;
+    // Let the fresh process settle before the baseline is read.
+    thread::sleep(Duration::from_millis(300));
+    let before = server.reading().ok_or("the server exited before it was measured")?;
+    let load_args: Vec<String> = [
+        "--kind",
+        kind,
+        "--connections",
+        &n.to_string(),
+        "--ramp-per-sec",
+        &args.ramp_per_sec.to_string(),
+        "--hold-s",
+        &args.hold_s.to_string(),
+        "--probe-ms",
+        "1000",
+        "--server-pid",
+        &server.pid().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let report_path = dir.join(format!("{model}-{kind}-{n}.json"));
+    let mut load = LoadProc::start(server.addr, &report_path, &load_args)?;
+    // Read the server ourselves once every client is in and the ramp is over.
+    let mut held = None;
+    while !load.finished() {
+        thread::sleep(Duration::from_millis(200));
+        let settled = load
+            .poll()
+            .is_some_and(|s| s.attempted >= n && s.open + s.failed.total() >= n);
+        if settled && held.is_none() {
+            thread::sleep(Duration::from_millis(1000));
+            let open = load.poll().map_or(0, |s| s.open);
+            held = server.reading().map(|r| (r, open));
+        }
+    }
+    load.finish(Duration::from_secs(30))?;
+    server.stop();
+    let (held, established) = held.ok_or_else(|| format!("{model}/{kind}/{n}: the clients never all settled"))?;
+    let per = |after: u64, before: u64| {
+        if established == 0 {
+            0.0
+        } else {
+            (after as f64 - before as f64) / established as f64
+        }
+    };
+    Ok(Row {
+        model: model.to_string(),
+        kind: kind.to_string(),
+        clients: n,
+        established,
+        rss_before: before.rss_bytes,
+        rss_held: held.rss_bytes,
+        rss_per_conn: per(held.rss_bytes, before.rss_bytes),
+        threads_before: before.threads,
+        threads_held: held.threads,
+        threads_per_conn: per(held.threads, before.threads),
+        fds_held: held.fds,
+    })
+}
+
+fn write_results(dir: &std::path::Path, rows: &[Row]) -> Result<(), String> {
+    #[derive(Serialize)]
+    struct Results<'a> {
+        machine: String,
+        command: String,
+        rows: &'a [Row],
+    }
+    harness::write_json(
+        &dir.join("idle-cost.json"),
+        &Results {
+            machine: harness::machine(),
+            command: harness::command_line(),
+            rows,
+        },
+    )?;
+    let csv_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.model.clone(),
+                r.kind.clone(),
+                r.clients.to_string(),
+                r.established.to_string(),
+                r.rss_before.to_string(),
+                r.rss_held.to_string(),
+                format!("{:.1}", r.rss_per_conn),
+                r.threads_before.to_string(),
+                r.threads_held.to_string(),
+                format!("{:.3}", r.threads_per_conn),
+                r.fds_held.to_string(),
+            ]
+        })
+        .collect();
+    harness::write_csv(
+        &dir.join("idle-cost.csv"),
+        &[
+            "model",
+            "kind",
+            "clients",
+            "established",
+            "rss_before",
+            "rss_held",
+            "rss_per_conn",
+            "threads_before",
+            "threads_held",
+            "threads_per_conn",
+            "fds_held",
+        ],
+        &csv_rows,
+    )?;
+    let mut series = Vec::new();
+    for (model, color) in [("evented", chart::EVENTED), ("blocking", chart::BLOCKING)] {
+        for kind in ["sse", "ws", "stream", "poll"] {
+            let points: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| r.model == model && r.kind == kind)
+                .map(|r| (r.established as f64, r.rss_per_conn.max(1.0)))
+                .collect();
+            if !points.is_empty() {
+                series.push(Series {
+                    label: format!("{model} {kind}"),
+                    color: if kind == "ws" { darker(color) } else { color },
+                    points,
+                    markers: false,
+                });
+            }
+        }
+    }
+    chart::draw(
+        &dir.join("idle-cost.svg"),
+        "resident memory per idle connection",
+        "idle connections held",
+        &[Panel {
+            title: "RSS growth / connections (log scale)".to_string(),
+            y_label: "bytes per connection".to_string(),
+            log_y: true,
+            y_min: 10.0,
+            series,
+        }],
+    )
+}
+
+fn darker(c: plotters::style::RGBColor) -> plotters::style::RGBColor {
+    plotters::style::RGBColor(c.0 / 2, c.1 / 2, c.2 / 2)
+}

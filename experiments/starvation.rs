@@ -1,0 +1,389 @@
+//! Starvation: the same long-lived clients, ramped at the same pace against the evented server
+//! and the blocking one, while a probe (a fresh `GET /` every few hundred milliseconds) asks
+//! each of them "can you still answer anybody else?".
+
+use std::thread;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::chart::{self, Panel, Series};
+use super::harness::{self, fmt_mib, fmt_us, LoadProc, ServerProc};
+use crate::load::report::{Report, Second};
+
+/// `c10k run starvation`
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Kind of long-lived client: sse, ws, stream or poll.
+    #[arg(long, default_value = "sse", value_parser = ["sse", "ws", "stream", "poll"])]
+    pub kind: String,
+    /// The blocking server's threads: a pool size (1 is the sequential server) or `unbounded`.
+    #[arg(long, default_value = "32")]
+    pub threads: String,
+    /// Long-lived clients to ramp up to [default: pool + 16, or 1000 with `unbounded`].
+    #[arg(long)]
+    pub clients: Option<u64>,
+    /// New clients per second, against each server.
+    #[arg(long)]
+    pub ramp_per_sec: Option<u64>,
+    /// Seconds to hold all clients after the ramp.
+    #[arg(long, default_value_t = 10)]
+    pub hold_s: u64,
+    /// Milliseconds between probes.
+    #[arg(long, default_value_t = 200)]
+    pub probe_ms: u64,
+    /// A probe unanswered after this many milliseconds counts as a timeout.
+    #[arg(long, default_value_t = 2000)]
+    pub probe_timeout_ms: u64,
+    /// The servers publish a tick this often, so every client has something to receive.
+    #[arg(long, default_value_t = 250)]
+    pub tick_ms: u64,
+    /// A small, fast run (pool of 4, 8 clients) that shows the same outcome in seconds.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where to write results [default: results/starvation].
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// What one model did, as the verdict and the tests read it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Outcome {
+    pub label: String,
+    pub max_held: u64,
+    pub probes_sent: u64,
+    pub probes_answered: u64,
+    pub probe_timeouts: u64,
+    /// Clients held when the first probe that went unanswered was sent.
+    pub held_at_first_timeout: Option<u64>,
+    pub probe_p99_us: Option<u64>,
+    pub peak_threads: u64,
+    pub peak_rss_bytes: u64,
+    pub verdict: String,
+}
+
+#[derive(Serialize)]
+struct Results<'a> {
+    machine: String,
+    command: String,
+    kind: &'a str,
+    threads: &'a str,
+    clients: u64,
+    ramp_per_sec: u64,
+    hold_s: u64,
+    probe_ms: u64,
+    probe_timeout_ms: u64,
+    outcomes: Vec<Outcome>,
+    evented: &'a Report,
+    blocking: &'a Report,
+}
+
+pub fn run(args: &Args) -> Result<(), String> {
+    let mut args = args.clone();
+    if args.quick {
+        if args.threads == "32" {
+            args.threads = "4".to_string();
+        }
+        args.hold_s = args.hold_s.min(3);
+        args.probe_ms = args.probe_ms.min(100);
+        args.probe_timeout_ms = args.probe_timeout_ms.min(1000);
+    }
+    let pool = match args.threads.as_str() {
+        "unbounded" => None,
+        n => Some(
+            n.parse::<u64>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("--threads takes a number or `unbounded`, not `{n}`"))?,
+        ),
+    };
+    let clients = args.clients.unwrap_or(match pool {
+        Some(n) => n + if args.quick { 4 } else { 16 },
+        None => 1000,
+    });
+    let ramp = args
+        .ramp_per_sec
+        .unwrap_or(if args.quick { 8 } else if pool.is_none() { 100 } else { 4 })
+        .max(1);
+    let blocking_label = match pool {
+        Some(1) => "blocking, sequential".to_string(),
+        Some(n) => format!("blocking, pool of {n}"),
+        None => "blocking, thread per connection".to_string(),
+    };
+    let dir = match &args.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            dir.clone()
+        }
+        None => harness::results_dir("starvation")?,
+    };
+
+    println!("starvation: {clients} long-lived {} clients, {ramp}/s, against both servers; a probe every {} ms", args.kind, args.probe_ms);
+    println!("machine: {}", harness::machine());
+    println!("command: {}", harness::command_line());
+    let tick = args.tick_ms.to_string();
+    let mut evented = ServerProc::start("evented", &strings(&["--model", "evented", "--tick-ms", &tick]))?;
+    let mut blocking = ServerProc::start(
+        &blocking_label,
+        &strings(&["--model", "blocking", "--threads", &args.threads, "--tick-ms", &tick]),
+    )?;
+    let load_args = |server: &ServerProc| {
+        strings(&[
+            "--kind",
+            &args.kind,
+            "--connections",
+            &clients.to_string(),
+            "--ramp-per-sec",
+            &ramp.to_string(),
+            "--hold-s",
+            &args.hold_s.to_string(),
+            "--probe-ms",
+            &args.probe_ms.to_string(),
+            "--probe-timeout-ms",
+            &args.probe_timeout_ms.to_string(),
+            "--server-pid",
+            &server.pid().to_string(),
+        ])
+    };
+    let mut loads = [
+        LoadProc::start(evented.addr, &dir.join("evented-load.json"), &load_args(&evented))?,
+        LoadProc::start(blocking.addr, &dir.join("blocking-load.json"), &load_args(&blocking))?,
+    ];
+
+    println!();
+    println!(
+        "{:>5} │ {:^44} │ {:^44}",
+        "",
+        "evented (one thread, epoll)",
+        blocking_label
+    );
+    let columns = format!("{:>5} {:>9} {:>9} {:>5} {:>6} {:>10}", "held", "probe p50", "p99", "t/o", "thr", "rss");
+    println!("{:>5} │ {columns} │ {columns}", "t");
+    let mut shown = 0;
+    while !(loads[0].finished() && loads[1].finished()) {
+        thread::sleep(Duration::from_millis(250));
+        let (a, b) = (loads[0].poll().cloned(), loads[1].poll().cloned());
+        let rows = loads[0].history.len().max(loads[1].history.len());
+        if rows > shown {
+            shown = rows;
+            let t = a.as_ref().or(b.as_ref()).map_or(0.0, |s| s.t_s);
+            println!("{:>4.0}s │ {} │ {}", t, live_cells(a.as_ref()), live_cells(b.as_ref()));
+        }
+    }
+    let limit = Duration::from_secs(30);
+    let [load_e, load_b] = loads;
+    let (report_e, report_b) = (load_e.finish(limit)?, load_b.finish(limit)?);
+    evented.stop();
+    blocking.stop();
+
+    let outcomes = vec![
+        outcome("evented", &report_e.seconds, args.probe_timeout_ms),
+        outcome(&blocking_label, &report_b.seconds, args.probe_timeout_ms),
+    ];
+    println!();
+    for o in &outcomes {
+        println!("{}", o.verdict);
+    }
+    write_results(&dir, &args, clients, ramp, &outcomes, &report_e, &report_b)?;
+    println!("\nresults: {}/ (starvation.json, starvation.csv, starvation.svg)", dir.display());
+    Ok(())
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn live_cells(s: Option<&Second>) -> String {
+    match s {
+        None => format!("{:>44}", "starting"),
+        Some(s) => {
+            let (thr, rss) = s
+                .server
+                .as_ref()
+                .map_or(("-".to_string(), "-".to_string()), |v| (v.threads.to_string(), fmt_mib(v.rss_bytes)));
+            format!(
+                "{:>5} {:>9} {:>9} {:>5} {:>6} {:>10}",
+                s.open,
+                fmt_us(s.probe_p50_us),
+                fmt_us(s.probe_p99_us),
+                s.probe_timeouts,
+                thr,
+                rss
+            )
+        }
+    }
+}
+
+/// Reads the verdict off the per-second records.
+pub fn outcome(label: &str, seconds: &[Second], probe_timeout_ms: u64) -> Outcome {
+    let last = seconds.last();
+    let max_held = seconds.iter().map(|s| s.open).max().unwrap_or(0);
+    let probes_sent = last.map_or(0, |s| s.probes_sent);
+    let probes_answered = last.map_or(0, |s| s.probes_answered);
+    let probe_timeouts = last.map_or(0, |s| s.probe_timeouts);
+    let held_at_first_timeout = last.and_then(|s| s.held_at_first_probe_timeout);
+    let probe_p99_us = seconds.iter().filter_map(|s| s.probe_p99_us).max();
+    let peak_threads = seconds.iter().filter_map(|s| s.server.as_ref()).map(|v| v.threads).max().unwrap_or(0);
+    let peak_rss_bytes = seconds.iter().filter_map(|s| s.server.as_ref()).map(|v| v.rss_bytes).max().unwrap_or(0);
+    let verdict = match held_at_first_timeout {
+        None => format!(
+            "{label}: every probe answered ({probes_answered} of {probes_sent}), worst per-second p99 {}, with up to {max_held} clients held; peak {peak_threads} threads, {}",
+            fmt_us(probe_p99_us),
+            fmt_mib(peak_rss_bytes)
+        ),
+        Some(held) => format!(
+            "{label}: the probe stopped being answered at {held} held clients; {probe_timeouts} of {probes_sent} probes timed out (after {probe_timeout_ms} ms); peak {peak_threads} threads, {}",
+            fmt_mib(peak_rss_bytes)
+        ),
+    };
+    Outcome {
+        label: label.to_string(),
+        max_held,
+        probes_sent,
+        probes_answered,
+        probe_timeouts,
+        held_at_first_timeout,
+        probe_p99_us,
+        peak_threads,
+        peak_rss_bytes,
+        verdict,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_results(
+    dir: &std::path::Path,
+    args: &Args,
+    clients: u64,
+    ramp: u64,
+    outcomes: &[Outcome],
+    evented: &Report,
+    blocking: &Report,
+) -> Result<(), String> {
+    let results = Results {
+        machine: harness::machine(),
+        command: harness::command_line(),
+        kind: &args.kind,
+        threads: &args.threads,
+        clients,
+        ramp_per_sec: ramp,
+        hold_s: args.hold_s,
+        probe_ms: args.probe_ms,
+        probe_timeout_ms: args.probe_timeout_ms,
+        outcomes: outcomes.to_vec(),
+        evented,
+        blocking,
+    };
+    harness::write_json(&dir.join("starvation.json"), &results)?;
+
+    let mut rows = Vec::new();
+    for (model, report) in [("evented", evented), ("blocking", blocking)] {
+        for s in &report.seconds {
+            let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
+            rows.push(vec![
+                model.to_string(),
+                format!("{:.1}", s.t_s),
+                s.open.to_string(),
+                s.probes_sent.to_string(),
+                s.probes_answered.to_string(),
+                s.probe_timeouts.to_string(),
+                opt(s.probe_p50_us),
+                opt(s.probe_p99_us),
+                opt(s.event_p50_us),
+                opt(s.event_p99_us),
+                opt(s.server.as_ref().map(|v| v.threads)),
+                opt(s.server.as_ref().map(|v| v.rss_bytes)),
+            ]);
+        }
+    }
+    harness::write_csv(
+        &dir.join("starvation.csv"),
+        &[
+            "model",
+            "t_s",
+            "held",
+            "probes_sent",
+            "probes_answered",
+            "probe_timeouts",
+            "probe_p50_us",
+            "probe_p99_us",
+            "event_p50_us",
+            "event_p99_us",
+            "server_threads",
+            "server_rss_bytes",
+        ],
+        &rows,
+    )?;
+
+    let labels = [outcomes[0].label.as_str(), outcomes[1].label.as_str()];
+    let colors = [chart::EVENTED, chart::BLOCKING];
+    let reports = [evented, blocking];
+    let series = |f: &dyn Fn(&Second) -> Option<f64>| -> Vec<Series> {
+        (0..2)
+            .map(|i| Series {
+                label: labels[i].to_string(),
+                color: colors[i],
+                points: reports[i].seconds.iter().filter_map(|s| f(s).map(|y| (s.t_s, y))).collect(),
+                markers: false,
+            })
+            .collect()
+    };
+    let mut latency = series(&|s| s.probe_p99_us.map(|us| us as f64 / 1000.0));
+    for i in 0..2 {
+        // A cross at the timeout line for every second in which probes timed out.
+        let mut prev = 0;
+        let points = reports[i]
+            .seconds
+            .iter()
+            .filter_map(|s| {
+                let new = s.probe_timeouts > prev;
+                prev = s.probe_timeouts;
+                new.then_some((s.t_s, args.probe_timeout_ms as f64))
+            })
+            .collect::<Vec<_>>();
+        if !points.is_empty() {
+            latency.push(Series {
+                label: format!("{}: probe timed out", labels[i]),
+                color: colors[i],
+                points,
+                markers: true,
+            });
+        }
+    }
+    let panels = [
+        Panel {
+            title: format!("long-lived {} clients held", args.kind),
+            y_label: "clients".to_string(),
+            log_y: false,
+            y_min: 0.0,
+            series: series(&|s| Some(s.open as f64)),
+        },
+        Panel {
+            title: format!("probe latency, p99 per second (a fresh GET / every {} ms)", args.probe_ms),
+            y_label: "ms (log)".to_string(),
+            log_y: true,
+            y_min: 0.01,
+            series: latency,
+        },
+        Panel {
+            title: "server threads".to_string(),
+            y_label: "threads".to_string(),
+            log_y: false,
+            y_min: 0.0,
+            series: series(&|s| s.server.as_ref().map(|v| v.threads as f64)),
+        },
+        Panel {
+            title: "server resident memory".to_string(),
+            y_label: "MiB".to_string(),
+            log_y: false,
+            y_min: 0.0,
+            series: series(&|s| s.server.as_ref().map(|v| v.rss_bytes as f64 / (1024.0 * 1024.0))),
+        },
+    ];
+    chart::draw(
+        &dir.join("starvation.svg"),
+        &format!("starvation: {} vs evented", labels[1]),
+        "seconds",
+        &panels,
+    )
+}
