@@ -26,6 +26,12 @@ pub struct Panel {
 pub const EVENTED: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 pub const BLOCKING: RGBColor = RGBColor(0xd6, 0x27, 0x28);
 
+/// A paler shade of `c`, for a series that belongs with another.
+pub fn lighter(c: RGBColor) -> RGBColor {
+    let mix = |v: u8| v + (255 - v) / 2;
+    RGBColor(mix(c.0), mix(c.1), mix(c.2))
+}
+
 /// Draws `panels` one above the other, sharing the x axis described by `x_label`.
 pub fn draw(path: &Path, title: &str, x_label: &str, panels: &[Panel]) -> Result<(), String> {
     let height = 60 + 260 * panels.len() as u32;
@@ -66,11 +72,13 @@ fn draw_panel<DB: DrawingBackend>(
         .x_label_area_size(30)
         .y_label_area_size(70);
     if panel.log_y {
-        let mut chart = builder.build_cartesian_2d(0f64..t_max, (panel.y_min..y_max).log_scale())?;
+        let mut chart =
+            builder.build_cartesian_2d(0f64..t_max, (panel.y_min..y_max).log_scale())?;
         chart
             .configure_mesh()
             .x_desc(x_label)
             .y_desc(&panel.y_label)
+            .light_line_style(WHITE)
             .draw()?;
         draw_series(&mut chart, panel)?;
     } else {
@@ -79,6 +87,7 @@ fn draw_panel<DB: DrawingBackend>(
             .configure_mesh()
             .x_desc(x_label)
             .y_desc(&panel.y_label)
+            .light_line_style(WHITE)
             .draw()?;
         draw_series(&mut chart, panel)?;
     }
@@ -105,7 +114,9 @@ where
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))?
                 .label(&s.label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
         }
     }
     chart

@@ -21,7 +21,8 @@ pub struct ServerProc {
 impl ServerProc {
     /// Starts `c10k serve --listen 127.0.0.1:0 ARGS` and waits for its `listening on` line.
     pub fn start(label: &str, args: &[String]) -> Result<ServerProc, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find the c10k binary: {e}"))?;
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find the c10k binary: {e}"))?;
         let mut child = Command::new(exe)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
@@ -46,10 +47,7 @@ impl ServerProc {
             .strip_prefix("listening on ")
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| format!("the {label} server printed {line:?} instead of its address"))?;
-        Ok(ServerProc {
-            addr,
-            child,
-        })
+        Ok(ServerProc { addr, child })
     }
 
     pub fn pid(&self) -> u32 {
@@ -97,8 +95,13 @@ pub struct LoadProc {
 
 impl LoadProc {
     /// Starts `c10k load --target ADDR --progress json --json REPORT ARGS`.
-    pub fn start(target: SocketAddr, report_path: &Path, args: &[String]) -> Result<LoadProc, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find the c10k binary: {e}"))?;
+    pub fn start(
+        target: SocketAddr,
+        report_path: &Path,
+        args: &[String],
+    ) -> Result<LoadProc, String> {
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find the c10k binary: {e}"))?;
         let mut child = Command::new(exe)
             .arg("load")
             .args(["--target", &target.to_string(), "--progress", "json"])
@@ -110,7 +113,10 @@ impl LoadProc {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start the load generator: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout from the load generator")?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or("no stdout from the load generator")?;
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -160,8 +166,12 @@ impl LoadProc {
                 }
             }
         }
-        let text = std::fs::read_to_string(&self.report_path)
-            .map_err(|e| format!("cannot read the load report {}: {e}", self.report_path.display()))?;
+        let text = std::fs::read_to_string(&self.report_path).map_err(|e| {
+            format!(
+                "cannot read the load report {}: {e}",
+                self.report_path.display()
+            )
+        })?;
         serde_json::from_str(&text).map_err(|e| format!("the load report is not valid: {e}"))
     }
 }

@@ -24,8 +24,9 @@ pub struct Args {
     /// New clients per second.
     #[arg(long, default_value_t = 5000)]
     pub ramp_per_sec: u64,
-    /// Seconds to hold the clients once all are connected.
-    #[arg(long, default_value_t = 3)]
+    /// Seconds to hold the clients once all are connected (at least 1: they are measured
+    /// during the hold).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     pub hold_s: u64,
     /// Where to write results [default: results/idle-cost].
     #[arg(long)]
@@ -50,7 +51,8 @@ pub struct Row {
 pub fn run(args: &Args) -> Result<(), String> {
     let dir = match &args.out {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             dir.clone()
         }
         None => harness::results_dir("idle-cost")?,
@@ -61,7 +63,15 @@ pub fn run(args: &Args) -> Result<(), String> {
     println!();
     println!(
         "{:<9} {:<6} {:>8} {:>8} {:>11} {:>11} {:>12} {:>8} {:>9}",
-        "model", "kind", "clients", "held", "rss before", "rss held", "rss / conn", "threads", "thr/conn"
+        "model",
+        "kind",
+        "clients",
+        "held",
+        "rss before",
+        "rss held",
+        "rss / conn",
+        "threads",
+        "thr/conn"
     );
     let mut rows = Vec::new();
     for model in &args.models {
@@ -85,11 +95,20 @@ pub fn run(args: &Args) -> Result<(), String> {
         }
     }
     write_results(&dir, &rows)?;
-    println!("\nresults: {}/ (idle-cost.json, idle-cost.csv, idle-cost.svg)", dir.display());
+    println!(
+        "\nresults: {}/ (idle-cost.json, idle-cost.csv, idle-cost.svg)",
+        dir.display()
+    );
     Ok(())
 }
 
-fn measure(dir: &std::path::Path, model: &str, kind: &str, n: u64, args: &Args) -> Result<Row, String> {
+fn measure(
+    dir: &std::path::Path,
+    model: &str,
+    kind: &str,
+    n: u64,
+    args: &Args,
+) -> Result<Row, String> {
     let mut server_args = vec!["--model", model, "--tick-ms", "0"];
     if model == "blocking" {
         server_args.extend(["--threads", "unbounded"]);
@@ -98,7 +117,9 @@ fn measure(dir: &std::path::Path, model: &str, kind: &str, n: u64, args: &Args) 
     let mut server = ServerProc::start(model, &server_args)?;
     // Let the fresh process settle before the baseline is read.
     thread::sleep(Duration::from_millis(300));
-    let before = server.reading().ok_or("the server exited before it was measured")?;
+    let before = server
+        .reading()
+        .ok_or("the server exited before it was measured")?;
     let load_args: Vec<String> = [
         "--kind",
         kind,
@@ -118,22 +139,21 @@ fn measure(dir: &std::path::Path, model: &str, kind: &str, n: u64, args: &Args) 
     .collect();
     let report_path = dir.join(format!("{model}-{kind}-{n}.json"));
     let mut load = LoadProc::start(server.addr, &report_path, &load_args)?;
-    // Read the server ourselves once every client is in and the ramp is over.
-    let mut held = None;
+    // Sample the server throughout: the reading with the most descriptors open is the one
+    // taken while every client was held, however late the load generator's records arrive.
+    let mut held = before;
     while !load.finished() {
         thread::sleep(Duration::from_millis(200));
-        let settled = load
-            .poll()
-            .is_some_and(|s| s.attempted >= n && s.open + s.failed.total() >= n);
-        if settled && held.is_none() {
-            thread::sleep(Duration::from_millis(1000));
-            let open = load.poll().map_or(0, |s| s.open);
-            held = server.reading().map(|r| (r, open));
+        load.poll();
+        if let Some(r) = server.reading() {
+            if r.fds > held.fds {
+                held = r;
+            }
         }
     }
+    let established = load.history.iter().map(|s| s.open).max().unwrap_or(0);
     load.finish(Duration::from_secs(30))?;
     server.stop();
-    let (held, established) = held.ok_or_else(|| format!("{model}/{kind}/{n}: the clients never all settled"))?;
     let per = |after: u64, before: u64| {
         if established == 0 {
             0.0

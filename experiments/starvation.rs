@@ -59,6 +59,8 @@ pub struct Outcome {
     pub probe_p99_us: Option<u64>,
     pub peak_threads: u64,
     pub peak_rss_bytes: u64,
+    /// Long-lived clients that failed (gave up waiting for their answer, or were refused).
+    pub clients_failed: u64,
     pub verdict: String,
 }
 
@@ -103,7 +105,13 @@ pub fn run(args: &Args) -> Result<(), String> {
     });
     let ramp = args
         .ramp_per_sec
-        .unwrap_or(if args.quick { 8 } else if pool.is_none() { 100 } else { 4 })
+        .unwrap_or(if args.quick {
+            8
+        } else if pool.is_none() {
+            100
+        } else {
+            4
+        })
         .max(1);
     let blocking_label = match pool {
         Some(1) => "blocking, sequential".to_string(),
@@ -112,7 +120,8 @@ pub fn run(args: &Args) -> Result<(), String> {
     };
     let dir = match &args.out {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             dir.clone()
         }
         None => harness::results_dir("starvation")?,
@@ -122,10 +131,20 @@ pub fn run(args: &Args) -> Result<(), String> {
     println!("machine: {}", harness::machine());
     println!("command: {}", harness::command_line());
     let tick = args.tick_ms.to_string();
-    let mut evented = ServerProc::start("evented", &strings(&["--model", "evented", "--tick-ms", &tick]))?;
+    let mut evented = ServerProc::start(
+        "evented",
+        &strings(&["--model", "evented", "--tick-ms", &tick]),
+    )?;
     let mut blocking = ServerProc::start(
         &blocking_label,
-        &strings(&["--model", "blocking", "--threads", &args.threads, "--tick-ms", &tick]),
+        &strings(&[
+            "--model",
+            "blocking",
+            "--threads",
+            &args.threads,
+            "--tick-ms",
+            &tick,
+        ]),
     )?;
     let load_args = |server: &ServerProc| {
         strings(&[
@@ -146,29 +165,48 @@ pub fn run(args: &Args) -> Result<(), String> {
         ])
     };
     let mut loads = [
-        LoadProc::start(evented.addr, &dir.join("evented-load.json"), &load_args(&evented))?,
-        LoadProc::start(blocking.addr, &dir.join("blocking-load.json"), &load_args(&blocking))?,
+        LoadProc::start(
+            evented.addr,
+            &dir.join("evented-load.json"),
+            &load_args(&evented),
+        )?,
+        LoadProc::start(
+            blocking.addr,
+            &dir.join("blocking-load.json"),
+            &load_args(&blocking),
+        )?,
     ];
 
     println!();
     println!(
-        "{:>5} │ {:^44} │ {:^44}",
-        "",
-        "evented (one thread, epoll)",
-        blocking_label
+        "{:>5} │ {:^45} │ {:^45}",
+        "", "evented (one thread, epoll)", blocking_label
     );
-    let columns = format!("{:>5} {:>9} {:>9} {:>5} {:>6} {:>10}", "held", "probe p50", "p99", "t/o", "thr", "rss");
+    let columns = format!(
+        "{:>4} {:>4} {:>4} {:>9} {:>4} {:>5} {:>9}",
+        "held", "wait", "fail", "probe p99", "t/o", "thr", "rss"
+    );
     println!("{:>5} │ {columns} │ {columns}", "t");
+    // One row per second, once both runs have reported it (or one of them has ended).
     let mut shown = 0;
-    while !(loads[0].finished() && loads[1].finished()) {
-        thread::sleep(Duration::from_millis(250));
-        let (a, b) = (loads[0].poll().cloned(), loads[1].poll().cloned());
-        let rows = loads[0].history.len().max(loads[1].history.len());
-        if rows > shown {
-            shown = rows;
-            let t = a.as_ref().or(b.as_ref()).map_or(0.0, |s| s.t_s);
-            println!("{:>4.0}s │ {} │ {}", t, live_cells(a.as_ref()), live_cells(b.as_ref()));
+    loop {
+        let done = [loads[0].finished(), loads[1].finished()];
+        loads[0].poll();
+        loads[1].poll();
+        let (e, b) = (&loads[0].history, &loads[1].history);
+        while (e.len() > shown || done[0])
+            && (b.len() > shown || done[1])
+            && (e.len() > shown || b.len() > shown)
+        {
+            let (a, z) = (e.get(shown), b.get(shown));
+            let t = a.or(z).map_or(0.0, |s| s.t_s);
+            println!("{:>4.0}s │ {} │ {}", t, live_cells(a), live_cells(z));
+            shown += 1;
         }
+        if done[0] && done[1] {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
     }
     let limit = Duration::from_secs(30);
     let [load_e, load_b] = loads;
@@ -185,7 +223,10 @@ pub fn run(args: &Args) -> Result<(), String> {
         println!("{}", o.verdict);
     }
     write_results(&dir, &args, clients, ramp, &outcomes, &report_e, &report_b)?;
-    println!("\nresults: {}/ (starvation.json, starvation.csv, starvation.svg)", dir.display());
+    println!(
+        "\nresults: {}/ (starvation.json, starvation.csv, starvation.svg)",
+        dir.display()
+    );
     Ok(())
 }
 
@@ -195,16 +236,19 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 fn live_cells(s: Option<&Second>) -> String {
     match s {
-        None => format!("{:>44}", "starting"),
+        None => format!("{:>45}", ""),
         Some(s) => {
             let (thr, rss) = s
                 .server
                 .as_ref()
-                .map_or(("-".to_string(), "-".to_string()), |v| (v.threads.to_string(), fmt_mib(v.rss_bytes)));
+                .map_or(("-".to_string(), "-".to_string()), |v| {
+                    (v.threads.to_string(), fmt_mib(v.rss_bytes))
+                });
             format!(
-                "{:>5} {:>9} {:>9} {:>5} {:>6} {:>10}",
+                "{:>4} {:>4} {:>4} {:>9} {:>4} {:>5} {:>9}",
                 s.open,
-                fmt_us(s.probe_p50_us),
+                s.connecting,
+                s.failed.total(),
                 fmt_us(s.probe_p99_us),
                 s.probe_timeouts,
                 thr,
@@ -223,16 +267,35 @@ pub fn outcome(label: &str, seconds: &[Second], probe_timeout_ms: u64) -> Outcom
     let probe_timeouts = last.map_or(0, |s| s.probe_timeouts);
     let held_at_first_timeout = last.and_then(|s| s.held_at_first_probe_timeout);
     let probe_p99_us = seconds.iter().filter_map(|s| s.probe_p99_us).max();
-    let peak_threads = seconds.iter().filter_map(|s| s.server.as_ref()).map(|v| v.threads).max().unwrap_or(0);
-    let peak_rss_bytes = seconds.iter().filter_map(|s| s.server.as_ref()).map(|v| v.rss_bytes).max().unwrap_or(0);
+    let peak_threads = seconds
+        .iter()
+        .filter_map(|s| s.server.as_ref())
+        .map(|v| v.threads)
+        .max()
+        .unwrap_or(0);
+    let peak_rss_bytes = seconds
+        .iter()
+        .filter_map(|s| s.server.as_ref())
+        .map(|v| v.rss_bytes)
+        .max()
+        .unwrap_or(0);
+    let clients_failed = last.map_or(0, |s| s.failed.total());
+    let threads = match peak_threads {
+        1 => "1 thread".to_string(),
+        n => format!("{n} threads"),
+    };
+    let gave_up = match clients_failed {
+        0 => String::new(),
+        n => format!("; {n} long-lived clients gave up waiting"),
+    };
     let verdict = match held_at_first_timeout {
         None => format!(
-            "{label}: every probe answered ({probes_answered} of {probes_sent}), worst per-second p99 {}, with up to {max_held} clients held; peak {peak_threads} threads, {}",
+            "{label}: every probe answered ({probes_answered} of {probes_sent}), worst per-second p99 {}, with up to {max_held} clients held{gave_up}; peak {threads}, {}",
             fmt_us(probe_p99_us),
             fmt_mib(peak_rss_bytes)
         ),
         Some(held) => format!(
-            "{label}: the probe stopped being answered at {held} held clients; {probe_timeouts} of {probes_sent} probes timed out (after {probe_timeout_ms} ms); peak {peak_threads} threads, {}",
+            "{label}: the probe stopped being answered at {held} held clients; {probe_timeouts} of {probes_sent} probes timed out (after {probe_timeout_ms} ms){gave_up}; peak {threads}, {}",
             fmt_mib(peak_rss_bytes)
         ),
     };
@@ -246,6 +309,7 @@ pub fn outcome(label: &str, seconds: &[Second], probe_timeout_ms: u64) -> Outcom
         probe_p99_us,
         peak_threads,
         peak_rss_bytes,
+        clients_failed,
         verdict,
     }
 }
@@ -323,7 +387,11 @@ fn write_results(
             .map(|i| Series {
                 label: labels[i].to_string(),
                 color: colors[i],
-                points: reports[i].seconds.iter().filter_map(|s| f(s).map(|y| (s.t_s, y))).collect(),
+                points: reports[i]
+                    .seconds
+                    .iter()
+                    .filter_map(|s| f(s).map(|y| (s.t_s, y)))
+                    .collect(),
                 markers: false,
             })
             .collect()
@@ -350,16 +418,34 @@ fn write_results(
             });
         }
     }
+    let mut held = series(&|s| Some(s.open as f64));
+    for i in 0..2 {
+        if reports[i].seconds.iter().any(|s| s.connecting > 0) {
+            held.push(Series {
+                label: format!("{}: connected, still waiting for an answer", labels[i]),
+                color: chart::lighter(colors[i]),
+                points: reports[i]
+                    .seconds
+                    .iter()
+                    .map(|s| (s.t_s, s.connecting as f64))
+                    .collect(),
+                markers: false,
+            });
+        }
+    }
     let panels = [
         Panel {
-            title: format!("long-lived {} clients held", args.kind),
+            title: format!("long-lived {} clients held (served)", args.kind),
             y_label: "clients".to_string(),
             log_y: false,
             y_min: 0.0,
-            series: series(&|s| Some(s.open as f64)),
+            series: held,
         },
         Panel {
-            title: format!("probe latency, p99 per second (a fresh GET / every {} ms)", args.probe_ms),
+            title: format!(
+                "probe latency, p99 per second (a fresh GET / every {} ms)",
+                args.probe_ms
+            ),
             y_label: "ms (log)".to_string(),
             log_y: true,
             y_min: 0.01,
@@ -377,7 +463,11 @@ fn write_results(
             y_label: "MiB".to_string(),
             log_y: false,
             y_min: 0.0,
-            series: series(&|s| s.server.as_ref().map(|v| v.rss_bytes as f64 / (1024.0 * 1024.0))),
+            series: series(&|s| {
+                s.server
+                    .as_ref()
+                    .map(|v| v.rss_bytes as f64 / (1024.0 * 1024.0))
+            }),
         },
     ];
     chart::draw(

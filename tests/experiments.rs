@@ -1,0 +1,111 @@
+//! The experiments run end to end, in small sizes, and show what they exist to show: a blocking
+//! pool stops answering newcomers once long-lived clients fill it, the event loop never does, and
+//! a blocking connection costs threads while an evented one costs none.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("c10k-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn run(args: &[&str], out: &PathBuf) {
+    let status = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .arg("run")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .status()
+        .expect("run c10k");
+    assert!(status.success(), "c10k run {args:?} failed");
+}
+
+fn json(path: PathBuf) -> serde_json::Value {
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+#[test]
+fn starvation_quick_blocking_pool_starves_and_evented_does_not() {
+    let out = out_dir("starvation");
+    run(&["starvation", "--quick"], &out);
+    let results = json(out.join("starvation.json"));
+    let outcomes = results["outcomes"].as_array().expect("outcomes");
+    let (evented, blocking) = (&outcomes[0], &outcomes[1]);
+    let clients = results["clients"].as_u64().unwrap();
+    let pool = results["threads"].as_str().unwrap().parse::<u64>().unwrap();
+    assert!(clients > pool);
+
+    assert_eq!(evented["probe_timeouts"], 0, "{evented}");
+    assert!(evented["probes_answered"].as_u64().unwrap() > 0);
+    assert_eq!(evented["max_held"].as_u64(), Some(clients));
+    assert_eq!(evented["peak_threads"], 1);
+
+    assert!(
+        blocking["probe_timeouts"].as_u64().unwrap() > 0,
+        "{blocking}"
+    );
+    let held = blocking["held_at_first_timeout"]
+        .as_u64()
+        .expect("a first timeout");
+    assert!(
+        held >= pool,
+        "the probe went unanswered with only {held} of {pool} workers busy"
+    );
+    assert_eq!(
+        blocking["max_held"].as_u64(),
+        Some(pool),
+        "a pool serves at most its size"
+    );
+
+    for file in ["starvation.csv", "starvation.svg"] {
+        let len = std::fs::metadata(out.join(file))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(len > 100, "{file} missing or empty");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn idle_cost_counts_threads_per_connection() {
+    let out = out_dir("idle-cost");
+    let n = 40;
+    run(
+        &[
+            "idle-cost",
+            "--connections",
+            &n.to_string(),
+            "--hold-s",
+            "1",
+        ],
+        &out,
+    );
+    let results = json(out.join("idle-cost.json"));
+    let rows = results["rows"].as_array().expect("rows");
+    let row = |model: &str, kind: &str| {
+        rows.iter()
+            .find(|r| r["model"] == model && r["kind"] == kind)
+            .unwrap_or_else(|| panic!("no row for {model} {kind}"))
+    };
+    let added = |r: &serde_json::Value| {
+        r["threads_held"].as_u64().unwrap() as i64 - r["threads_before"].as_u64().unwrap() as i64
+    };
+    for kind in ["sse", "ws"] {
+        let r = row("evented", kind);
+        assert_eq!(r["established"].as_u64(), Some(n), "{r}");
+        assert_eq!(r["threads_held"], 1, "{r}");
+    }
+    let sse = row("blocking", "sse");
+    assert_eq!(sse["established"].as_u64(), Some(n), "{sse}");
+    assert!(
+        added(sse) >= n as i64,
+        "one thread per SSE connection: {sse}"
+    );
+    let ws = row("blocking", "ws");
+    assert_eq!(ws["established"].as_u64(), Some(n), "{ws}");
+    assert!(added(ws) >= 2 * n as i64, "two threads per WebSocket: {ws}");
+    let _ = std::fs::remove_dir_all(&out);
+}
