@@ -91,12 +91,12 @@ fn send_probe(server: &Server) -> TcpStream {
     s
 }
 
-/// Whether anything arrives on `s` within `wait`. An outcome check: `false` means the server
-/// has not answered, not that it is slow.
+/// Whether anything arrives on `s` within `wait` (left unread). An outcome check: `false` means
+/// the server has not answered, not that it is slow.
 fn answered_within(s: &mut TcpStream, wait: Duration) -> bool {
     s.set_read_timeout(Some(wait)).unwrap();
     let mut byte = [0u8; 1];
-    let got = match s.read(&mut byte) {
+    let got = match s.peek(&mut byte) {
         Ok(_) => true,
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
         Err(e) => panic!("reading the probe: {e}"),
@@ -217,27 +217,22 @@ fn a_websocket_costs_two_threads() {
     });
 }
 
-/// A server whose address space is limited, so a connection thread with a huge stack fits once
-/// and a second one does not: the OS really refuses to create the thread (`pthread_create`
-/// fails with `EAGAIN` when the stack cannot be mapped). Unlike `RLIMIT_NPROC`, `RLIMIT_AS`
-/// also binds root.
-fn start_with_address_space_limit(args: &[&str]) -> Server {
-    const GIB: u64 = 1 << 30;
+/// A blocking server started with one resource limit set (soft and hard) before `exec`.
+fn start_with_limit(resource: libc::__rlimit_resource_t, limit: u64, args: &[&str]) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_c10k"));
     cmd.arg("serve")
         .args(["--listen", "127.0.0.1:0", "--model", "blocking"])
-        .args(["--stack-size", &(2 * GIB).to_string()])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     // SAFETY: between fork and exec only setrlimit(2) runs, which is async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             let lim = libc::rlimit {
-                rlim_cur: 3 * GIB,
-                rlim_max: 3 * GIB,
+                rlim_cur: limit,
+                rlim_max: limit,
             };
-            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+            if libc::setrlimit(resource, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -259,6 +254,17 @@ fn start_with_address_space_limit(args: &[&str]) -> Server {
         .parse()
         .expect("server address");
     Server { addr, child }
+}
+
+/// A server whose address space is limited, so a connection thread with a huge stack fits once
+/// and a second one does not: the OS really refuses to create the thread (`pthread_create`
+/// fails with `EAGAIN` when the stack cannot be mapped). Unlike `RLIMIT_NPROC`, `RLIMIT_AS`
+/// also binds root.
+fn start_with_address_space_limit(args: &[&str]) -> Server {
+    const GIB: u64 = 1 << 30;
+    let stack = (2 * GIB).to_string();
+    let args = [&["--stack-size", stack.as_str()][..], args].concat();
+    start_with_limit(libc::RLIMIT_AS, 3 * GIB, &args)
 }
 
 /// `/stats` once a thread is free to answer it (503s in between are expected here).
@@ -316,6 +322,37 @@ fn a_refused_websocket_writer_thread_is_answered_503_instead_of_101() {
     assert_eq!(stat(&st, &["rejected"]), 1, "{st}");
     assert_eq!(stat(&st, &["connections", "ws"]), 0, "{st}");
     assert!(server.terminate().success());
+}
+
+#[test]
+fn out_of_descriptors_the_server_waits_and_recovers() {
+    // A handful of descriptors: the listener, stdio, the signal pipe, and a few connections.
+    let server = start_with_limit(
+        libc::RLIMIT_NOFILE,
+        24,
+        &["--threads", "unbounded", "--tick-ms", "100"],
+    );
+    // Subscribe until a connection is no longer accepted (EMFILE): it waits in the backlog.
+    let mut held = Vec::new();
+    let stuck = loop {
+        assert!(held.len() < 24, "the descriptor limit was never reached");
+        let mut s = server.connect();
+        s.write_all(SSE).unwrap();
+        if !answered_within(&mut s, Duration::from_millis(500)) {
+            break s;
+        }
+        let head = read_head(&mut s);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        held.push(s);
+    };
+    let mut probe = send_probe(&server);
+    assert!(!answered_within(&mut probe, Duration::from_millis(500)));
+    // Descriptors free up: the server accepts again, in order, and answers.
+    drop(stuck);
+    held.truncate(held.len().saturating_sub(2));
+    let r = read_response(&mut probe);
+    assert_eq!(r.status, 200);
+    drop(held);
 }
 
 #[test]

@@ -9,9 +9,11 @@
 //! timeout of `--idle-timeout-ms`, so a thread blocked on a client that stopped reading is freed.
 //!
 //! Long-lived routes keep the thread: it sleeps on its mailbox (see `broadcast`) and writes what
-//! arrives. An SSE or stream thread learns that its client left when a write fails or, on each
-//! wake-up, from a non-blocking read that finds end-of-file. A WebSocket gets a second thread
-//! that writes (broadcasts, echoes, pongs, pings, the close frame) while this one reads frames.
+//! arrives. An SSE, stream or held-poll thread learns that its client left when a write fails
+//! or, on each wake-up (an event, a heartbeat, or every `LIVENESS_MS` without either), from a
+//! non-blocking read that finds end-of-file. A WebSocket gets a second thread that writes
+//! (broadcasts, echoes, pongs, pings, the close frame) while this one reads frames, and so sees
+//! its client leave at once.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -39,6 +41,9 @@ const LINGER_MS: u64 = 2_000;
 const ECHO_HIGH_WATER: usize = 256 * 1024;
 /// Non-blocking reads per wake-up of a subscriber thread looking for its client's departure.
 const LIVENESS_READS: usize = 16;
+/// A subscriber thread with nothing to write wakes this often to see whether its client left
+/// (a thread parked on its mailbox cannot see end-of-file arrive).
+const LIVENESS_MS: u64 = 5_000;
 
 /// Serves one connection until it closes.
 pub(crate) fn run(shared: &Arc<Shared>, conn: Tracked) {
@@ -346,7 +351,7 @@ impl Conn {
         let sub = Subscriber::new(kind, Arc::clone(self.sock()), std::mem::take(&mut self.out));
         let subscription = shared.bcast.subscribe(&sub, replay_after);
         let end = loop {
-            let taken = sub.take(None);
+            let taken = sub.take(Some(Instant::now() + millis(LIVENESS_MS)));
             if write_items(self.stream(), kind, taken.items).is_err() {
                 break None;
             }
@@ -386,7 +391,17 @@ impl Conn {
             return Next::Drop;
         }
         let until = Instant::now() + millis(shared.cfg.poll_timeout_ms);
-        let mut taken = sub.take(Some(until));
+        let mut taken = loop {
+            let wake = until.min(Instant::now() + millis(LIVENESS_MS));
+            let taken = sub.take(Some(wake));
+            if !taken.items.is_empty() || taken.end.is_some() || Instant::now() >= until {
+                break taken;
+            }
+            // A pipelined request stays where it is: only look.
+            if peer_gone(self.stream(), false) {
+                return Next::Drop;
+            }
+        };
         drop(held);
         // Events published between the wake-up and leaving the registry belong here too.
         let late = sub.take(Some(Instant::now()));

@@ -16,8 +16,16 @@
 //! Threads: the caller's thread waits for SIGINT/SIGTERM and runs the shutdown; `accept`
 //! accepts; `ticker` publishes ticks and heartbeats; `reject` answers `503` when a connection
 //! thread cannot be created (unbounded model only); then the connection threads.
+//!
+//! Running out is handled, never fatal. A thread the OS refuses (`EAGAIN` at `kernel.pid_max`,
+//! `kernel.threads-max` or `RLIMIT_NPROC`, `ENOMEM` for its stack) is answered `503` and
+//! counted as `rejected`; so is one past the mapping budget (`budget`), which stops short of
+//! `vm.max_map_count`, where the standard library would abort the process while starting the
+//! thread. Out of descriptors, the accept thread sleeps briefly and tries again while the
+//! kernel's backlog holds the connections.
 
 mod broadcast;
+mod budget;
 mod conn;
 mod live;
 mod pool;
@@ -37,6 +45,7 @@ use crate::app::stats::{Connections, Stats};
 use crate::sys;
 
 use broadcast::{Broadcaster, Kind};
+use budget::Budget;
 use live::{Live, Tracked};
 use pool::Queue;
 use reject::Rejecter;
@@ -47,6 +56,8 @@ const SHUTDOWN_GRACE_MS: u64 = 3_000;
 const SHUTDOWN_CUT_MS: u64 = 500;
 /// Retry accepting this soon after running out of descriptors (or another accept error).
 const ACCEPT_RETRY_MS: u64 = 100;
+/// Refused threads are logged at most this often.
+const SPAWN_LOG_EVERY: Duration = Duration::from_secs(5);
 /// Stack of the server's own threads (accept, ticker, reject): they need little.
 const SERVICE_STACK: usize = 256 * 1024;
 
@@ -62,6 +73,12 @@ pub fn serve(cfg: ServerConfig, ready: impl FnOnce(SocketAddr)) -> io::Result<()
     signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, signal_tx)?;
 
     let shared = Arc::new(Shared::new(cfg));
+    if let Some(max) = shared.budget.max() {
+        eprintln!(
+            "thread budget: {max} threads (vm.max_map_count, {} mappings per thread)",
+            budget::MAPS_PER_THREAD
+        );
+    }
     let dispatch = match shared.cfg.threads {
         Threads::Pool(n) => {
             let queue = Arc::new(Queue::new(shared.cfg.accept_queue));
@@ -94,10 +111,13 @@ pub(crate) struct Shared {
     pub bcast: Broadcaster,
     pub live: Arc<Live>,
     pub stop: Stop,
+    /// Threads that may still be started without running into `vm.max_map_count`.
+    budget: Arc<Budget>,
     accepted: AtomicU64,
     rejected: AtomicU64,
-    /// Thread creation is failing (logged once per episode, not once per connection).
-    spawn_failing: AtomicBool,
+    /// Threads refused so far, and when that was last logged.
+    refused_threads: AtomicU64,
+    refusal_logged: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -106,42 +126,61 @@ impl Shared {
             bcast: Broadcaster::new(cfg.retain, cfg.max_write_queue),
             live: Arc::new(Live::default()),
             stop: Stop::default(),
+            budget: Arc::new(Budget::from_proc()),
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
-            spawn_failing: AtomicBool::new(false),
+            refused_threads: AtomicU64::new(0),
+            refusal_logged: Mutex::new(None),
             cfg,
         }
     }
 
-    /// Starts a thread that serves a connection (a connection thread or a WebSocket writer),
-    /// with the configured stack size. An error is the OS refusing a thread (`EAGAIN` at
-    /// `pid_max`/`threads-max`/`RLIMIT_NPROC`, or no memory for the stack); the caller answers
-    /// the client `503` and counts it with `rejected()`.
+    /// Starts a thread that serves connections (a connection thread, a pool worker or a
+    /// WebSocket writer), with the configured stack size. An error is a thread refused: by the
+    /// OS (`EAGAIN` at `pid_max`/`threads-max`/`RLIMIT_NPROC`, or no memory for the stack) or by
+    /// the mapping budget (see `budget`); the caller answers the client `503` and counts it
+    /// with `rejected()`.
     pub fn spawn<F>(&self, name: &str, f: F) -> io::Result<JoinHandle<()>>
     where
         F: FnOnce() + Send + 'static,
     {
-        let mut builder = thread::Builder::new().name(name.to_string());
-        if let Some(size) = self.cfg.stack_size {
-            builder = builder.stack_size(size);
-        }
-        match builder.spawn(f) {
-            Ok(handle) => {
-                if self.spawn_failing.swap(false, Ordering::Relaxed) {
-                    eprintln!("thread creation works again");
+        let started = match self.budget.acquire() {
+            Some(token) => {
+                let mut builder = thread::Builder::new().name(name.to_string());
+                if let Some(size) = self.cfg.stack_size {
+                    builder = builder.stack_size(size);
                 }
-                Ok(handle)
+                builder.spawn(move || {
+                    let _token = token;
+                    f();
+                })
             }
-            Err(e) => {
-                if !self.spawn_failing.swap(true, Ordering::Relaxed) {
-                    let threads = sys::read_proc(None).map_or(0, |r| r.threads);
-                    eprintln!(
-                        "cannot create a thread ({e}) with {threads} running; answering 503 until it works again"
-                    );
-                }
-                Err(e)
+            None => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "thread budget of {} used up: more threads would pass vm.max_map_count",
+                    self.budget.max().unwrap_or(usize::MAX)
+                ),
+            )),
+        };
+        if let Err(e) = &started {
+            self.refused_threads.fetch_add(1, Ordering::Relaxed);
+            // One line per episode (at most every few seconds), not one per connection.
+            let mut last = lock(&self.refusal_logged);
+            let due = match *last {
+                Some(at) => at.elapsed() >= SPAWN_LOG_EVERY,
+                None => true,
+            };
+            if due {
+                *last = Some(Instant::now());
+                let threads = sys::read_proc(None).map_or(0, |r| r.threads);
+                let refused = self.refused_threads.load(Ordering::Relaxed);
+                eprintln!(
+                    "cannot create a thread ({e}) with {threads} running; answering 503 ({refused} refused so far)"
+                );
             }
         }
+        started
     }
 
     /// Counts a connection refused because no thread could serve it.
