@@ -116,9 +116,10 @@ macro_rules! contract_suite {
 }
 
 contract_suite!(evented, &["--model", "evented", "--tick-ms", "0"]);
-
-// The blocking model joins the suite by uncommenting this line:
-// contract_suite!(blocking, &["--model", "blocking", "--threads", "unbounded"]);
+contract_suite!(
+    blocking,
+    &["--model", "blocking", "--threads", "unbounded", "--tick-ms", "0"]
+);
 
 // ---- starting servers --------------------------------------------------------------------------
 
