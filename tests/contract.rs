@@ -56,6 +56,7 @@ macro_rules! contract_suite {
                 sse_ticks_share_the_sequence_with_messages,
                 sse_and_poll_replay_at_least_1024_events,
                 stream_is_chunked_ndjson_one_line_per_chunk,
+                http10_stream_and_echo_are_delimited_by_the_close,
                 ws_handshake_and_broadcast,
                 ws_echoes_text_and_binary_and_answers_ping,
                 ws_echoes_large_and_fragmented_messages,
@@ -118,7 +119,14 @@ macro_rules! contract_suite {
 contract_suite!(evented, &["--model", "evented", "--tick-ms", "0"]);
 contract_suite!(
     blocking,
-    &["--model", "blocking", "--threads", "unbounded", "--tick-ms", "0"]
+    &[
+        "--model",
+        "blocking",
+        "--threads",
+        "unbounded",
+        "--tick-ms",
+        "0"
+    ]
 );
 
 // ---- starting servers --------------------------------------------------------------------------
@@ -866,6 +874,33 @@ fn stream_is_chunked_ndjson_one_line_per_chunk(args: &[&str]) {
         );
         assert_event(line.trim_end(), i as u64 + 1, "message", Some(text));
     }
+}
+
+/// RFC 9112 §6.1: an HTTP/1.0 client cannot take chunked framing, so `/stream` and `/echo`
+/// answer it with a body that the close delimits.
+fn http10_stream_and_echo_are_delimited_by_the_close(args: &[&str]) {
+    let server = start(args, &[]);
+    let mut c = Client::open(&server);
+    c.send(b"GET /stream HTTP/1.0\r\n\r\n");
+    let head = c.head();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.body, BodyFraming::UntilClose, "{head:?}");
+    assert!(!head.keep_alive);
+    server.wait_stats("the stream subscription", |s| count(s, "stream") == 1);
+    publish(&server, "plain line");
+    while !c.buf.contains(&b'\n') {
+        assert!(c.fill(), "stream closed before its first line");
+    }
+    let end = c.buf.iter().position(|&b| b == b'\n').unwrap();
+    let line = String::from_utf8(c.buf[..end].to_vec()).expect("UTF-8 line");
+    assert_event(&line, 1, "message", Some("plain line"));
+
+    let mut e = Client::open(&server);
+    e.send(b"POST /echo HTTP/1.0\r\nContent-Length: 11\r\n\r\nhello again");
+    let r = e.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), None);
+    assert_eq!(r.body, b"hello again");
 }
 
 // ---- WebSocket (tungstenite) -------------------------------------------------------------------

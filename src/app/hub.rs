@@ -15,6 +15,8 @@ pub enum Transport {
     Sse,
     /// One chunk holding `JSON\n`.
     Chunk,
+    /// `JSON\n` unframed: the stream for an HTTP/1.0 client, which cannot take chunks.
+    Line,
     /// One text frame holding the JSON.
     Ws,
     /// The bare JSON, for `/poll` bodies.
@@ -29,6 +31,7 @@ pub struct Event {
     json: Box<[u8]>,
     sse: Box<[u8]>,
     chunk: Box<[u8]>,
+    line: Box<[u8]>,
     ws: Box<[u8]>,
 }
 
@@ -48,6 +51,7 @@ impl Event {
         line.push(b'\n');
         let mut chunk = Vec::with_capacity(line.len() + 12);
         http::write_chunk(&mut chunk, &line);
+        let line = line.into_boxed_slice();
         let mut frame = Vec::with_capacity(json.len() + 10);
         ws::encode_frame(&mut frame, ws::OpCode::Text, json.as_bytes(), None);
         Event {
@@ -56,6 +60,7 @@ impl Event {
             json: json.into_bytes().into(),
             sse: sse_bytes.into(),
             chunk: chunk.into(),
+            line,
             ws: frame.into(),
         }
     }
@@ -65,6 +70,7 @@ impl Event {
         match transport {
             Transport::Sse => &self.sse,
             Transport::Chunk => &self.chunk,
+            Transport::Line => &self.line,
             Transport::Ws => &self.ws,
             Transport::Json => &self.json,
         }
@@ -198,6 +204,7 @@ mod tests {
         let mut dec = http::BodyDecoder::new(http::BodyFraming::Chunked, 1 << 20);
         dec.decode(e.bytes(Transport::Chunk), &mut body).unwrap();
         assert_eq!(body, format!("{json}\n").as_bytes());
+        assert_eq!(e.bytes(Transport::Line), body);
 
         let mut wsdec = ws::Decoder::new(ws::Role::Client, 1 << 20);
         let (_, msg) = wsdec.decode(e.bytes(Transport::Ws)).unwrap();

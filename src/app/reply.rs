@@ -40,30 +40,45 @@ pub fn sse_head(out: &mut Vec<u8>) {
     );
 }
 
-/// The head of the chunked NDJSON stream.
-pub fn stream_head(out: &mut Vec<u8>) {
+/// The head of the NDJSON stream: chunked, or for an HTTP/1.0 client delimited by the close.
+pub fn stream_head(out: &mut Vec<u8>, chunked: bool) {
+    let framing = if chunked {
+        ("Transfer-Encoding", "chunked")
+    } else {
+        ("Connection", "close")
+    };
     write_head(
         out,
         200,
         &[
             ("Content-Type", "application/x-ndjson"),
             ("Cache-Control", "no-cache"),
-            ("Transfer-Encoding", "chunked"),
+            framing,
             ("X-Accel-Buffering", "no"),
         ],
     );
 }
 
-/// The head of the echo response: chunked, so it can start before the request body ends.
-pub fn echo_head(out: &mut Vec<u8>, keep_alive: bool) {
-    let mut fields = vec![
-        ("Content-Type", "application/octet-stream"),
-        ("Transfer-Encoding", "chunked"),
-    ];
-    if !keep_alive {
+/// The head of the echo response: chunked, so it can start before the request body ends (for an
+/// HTTP/1.0 client, which cannot take chunks, delimited by the close instead).
+pub fn echo_head(out: &mut Vec<u8>, keep_alive: bool, chunked: bool) {
+    let mut fields = vec![("Content-Type", "application/octet-stream")];
+    if chunked {
+        fields.push(("Transfer-Encoding", "chunked"));
+    }
+    if !keep_alive || !chunked {
         fields.push(("Connection", "close"));
     }
     write_head(out, 200, &fields);
+}
+
+/// Appends echoed body bytes in the response's framing.
+pub fn echo_data(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
+    if chunked {
+        http::write_chunk(out, data);
+    } else {
+        out.extend_from_slice(data);
+    }
 }
 
 /// `101 Switching Protocols` for a WebSocket upgrade.

@@ -11,16 +11,16 @@ pub enum Route {
     Probe,
     /// `GET /sse`, replaying retained events after `last_event_id` first.
     Sse { last_event_id: Option<u64> },
-    /// `GET /stream`: chunked NDJSON.
-    Stream,
+    /// `GET /stream`: NDJSON, chunked (or, for HTTP/1.0, delimited by the close).
+    Stream { chunked: bool },
     /// `GET /ws` with a valid upgrade: `accept` is the `Sec-WebSocket-Accept` value.
     WebSocket { accept: String },
     /// `GET /poll`: events after `after`, or `None` for "the next one".
     Poll { after: Option<u64> },
     /// `POST /publish`.
     Publish,
-    /// `POST /echo`.
-    Echo,
+    /// `POST /echo`: chunked (or, for HTTP/1.0, delimited by the close).
+    Echo { chunked: bool },
     /// `GET /stats`.
     Stats,
     /// An error answer with extra header fields (`Allow`, `Sec-WebSocket-Version`, ...).
@@ -36,7 +36,7 @@ impl Route {
     pub fn max_body(&self, max_echo: u64) -> u64 {
         match self {
             Route::Publish => MAX_PUBLISH_BYTES,
-            Route::Echo => max_echo,
+            Route::Echo { .. } => max_echo,
             _ => 64 * 1024,
         }
     }
@@ -61,6 +61,8 @@ pub fn route(head: &RequestHead) -> Route {
         return error(400);
     }
     let get = head.method == "GET";
+    // RFC 9112 §6.1: chunked framing must not be sent to an HTTP/1.0 recipient.
+    let chunked = head.minor_version >= 1;
     let post = head.method == "POST";
     match head.path() {
         "/" if get => Route::Probe,
@@ -69,7 +71,7 @@ pub fn route(head: &RequestHead) -> Route {
                 .header_str("last-event-id")
                 .and_then(|v| v.parse().ok()),
         },
-        "/stream" if get => Route::Stream,
+        "/stream" if get => Route::Stream { chunked },
         "/ws" if get => websocket(head),
         "/poll" if get => match head.query_param("after") {
             None => Route::Poll { after: None },
@@ -80,7 +82,7 @@ pub fn route(head: &RequestHead) -> Route {
         },
         "/stats" if get => Route::Stats,
         "/publish" if post => Route::Publish,
-        "/echo" if post => Route::Echo,
+        "/echo" if post => Route::Echo { chunked },
         "/" | "/sse" | "/stream" | "/ws" | "/poll" | "/stats" => Route::Error {
             status: 405,
             headers: &[("Allow", "GET")],

@@ -92,6 +92,8 @@ struct Mailbox {
 #[derive(Debug)]
 pub(crate) struct Subscriber {
     kind: Kind,
+    /// How events are framed for this subscriber (an HTTP/1.0 stream takes unchunked lines).
+    transport: Transport,
     sock: Arc<Socket>,
     mailbox: Mutex<Mailbox>,
     /// Items or an end arrived (the consumer waits on this).
@@ -112,6 +114,16 @@ pub(crate) struct Taken {
 impl Subscriber {
     /// A subscriber whose first bytes are `first` (its response head).
     pub fn new(kind: Kind, sock: Arc<Socket>, first: Vec<u8>) -> Arc<Subscriber> {
+        Subscriber::framed(kind, kind.transport(), sock, first)
+    }
+
+    /// `new`, with events framed as `transport` instead of the kind's usual framing.
+    pub fn framed(
+        kind: Kind,
+        transport: Transport,
+        sock: Arc<Socket>,
+        first: Vec<u8>,
+    ) -> Arc<Subscriber> {
         let mut mailbox = Mailbox::default();
         if !first.is_empty() {
             mailbox.bytes = first.len();
@@ -119,6 +131,7 @@ impl Subscriber {
         }
         Arc::new(Subscriber {
             kind,
+            transport,
             sock,
             mailbox: Mutex::new(mailbox),
             ready: Condvar::new(),
@@ -133,7 +146,7 @@ impl Subscriber {
 
     fn size(&self, item: &Item) -> usize {
         match item {
-            Item::Event(e) => e.bytes(self.kind.transport()).len(),
+            Item::Event(e) => e.bytes(self.transport).len(),
             Item::Heartbeat => self.kind.heartbeat().map_or(0, <[u8]>::len),
             Item::Bytes(b) => b.len(),
         }

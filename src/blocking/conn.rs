@@ -22,6 +22,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::app::hub::Transport;
 use crate::app::outq::OutQueue;
 use crate::app::reply;
 use crate::app::route::{self, Route};
@@ -239,8 +240,8 @@ impl Conn {
             other => other,
         };
         if framing == BodyFraming::None {
-            if route == Route::Echo {
-                reply::echo_head(&mut self.out, keep_alive);
+            if let Route::Echo { chunked } = route {
+                reply::echo_head(&mut self.out, keep_alive, chunked);
             }
             return self.act(route, keep_alive, Vec::new());
         }
@@ -251,8 +252,8 @@ impl Conn {
         if head.has_token("expect", "100-continue") {
             self.out.extend_from_slice(reply::CONTINUE);
         }
-        if route == Route::Echo {
-            reply::echo_head(&mut self.out, keep_alive);
+        if let Route::Echo { chunked } = route {
+            reply::echo_head(&mut self.out, keep_alive, chunked);
         }
         match self.read_body(&route, framing, max) {
             Ok(body) => self.act(route, keep_alive, body),
@@ -269,7 +270,10 @@ impl Conn {
         max: u64,
     ) -> Result<Vec<u8>, Next> {
         let idle = millis(self.shared.cfg.idle_timeout_ms);
-        let echo = *route == Route::Echo;
+        let echo = match *route {
+            Route::Echo { chunked } => Some(chunked),
+            _ => None,
+        };
         let mut decoder = BodyDecoder::new(framing, max);
         let mut body = Vec::new();
         let mut deadline = Instant::now() + idle;
@@ -288,11 +292,11 @@ impl Conn {
                 match decoder.decode(&self.inbuf, sink) {
                     Ok(used) => drop(self.inbuf.drain(..used)),
                     // An echo already sent its head: the status can no longer change.
-                    Err(_) if echo => return Err(Next::Drop),
+                    Err(_) if echo.is_some() => return Err(Next::Drop),
                     Err(e) => return Err(self.fail(e.status())),
                 }
-                if echo {
-                    http::write_chunk(&mut self.out, &decoded);
+                if let Some(chunked) = echo {
+                    reply::echo_data(&mut self.out, &decoded, chunked);
                 }
                 if decoder.is_done() {
                     return Ok(body);
@@ -311,7 +315,7 @@ impl Conn {
     }
 
     /// Answers a complete request.
-    fn act(&mut self, route: Route, keep_alive: bool, body: Vec<u8>) -> Next {
+    fn act(&mut self, route: Route, mut keep_alive: bool, body: Vec<u8>) -> Next {
         let shared = Arc::clone(&self.shared);
         match route {
             Route::Probe => reply::probe(&mut self.out, keep_alive),
@@ -319,7 +323,13 @@ impl Conn {
                 reply::error(&mut self.out, status, headers, keep_alive)
             }
             Route::Stats => reply::stats(&mut self.out, &shared.stats().to_json(), keep_alive),
-            Route::Echo => self.out.extend_from_slice(http::LAST_CHUNK),
+            Route::Echo { chunked } => {
+                if chunked {
+                    self.out.extend_from_slice(http::LAST_CHUNK);
+                }
+                // Without chunks, closing is what ends the body.
+                keep_alive &= chunked;
+            }
             Route::Publish => match std::str::from_utf8(&body) {
                 Ok(text) => {
                     let (seq, subscribers) = shared.bcast.publish_message(text);
@@ -329,11 +339,16 @@ impl Conn {
             },
             Route::Sse { last_event_id } => {
                 reply::sse_head(&mut self.out);
-                return self.stream_events(Kind::Sse, last_event_id);
+                return self.stream_events(Kind::Sse, Transport::Sse, last_event_id);
             }
-            Route::Stream => {
-                reply::stream_head(&mut self.out);
-                return self.stream_events(Kind::Stream, None);
+            Route::Stream { chunked } => {
+                reply::stream_head(&mut self.out, chunked);
+                let transport = if chunked {
+                    Transport::Chunk
+                } else {
+                    Transport::Line
+                };
+                return self.stream_events(Kind::Stream, transport, None);
             }
             Route::WebSocket { accept } => return self.websocket(&accept),
             Route::Poll { after } => return self.poll(after, keep_alive),
@@ -345,14 +360,24 @@ impl Conn {
 
     /// Subscribes and writes events (and heartbeats) until the client leaves, is cut off, or the
     /// server shuts down. The response head (in `out`) goes out first, through the mailbox.
-    fn stream_events(&mut self, kind: Kind, replay_after: Option<u64>) -> Next {
+    fn stream_events(
+        &mut self,
+        kind: Kind,
+        transport: Transport,
+        replay_after: Option<u64>,
+    ) -> Next {
         self.sock().set_reading(false);
         let shared = Arc::clone(&self.shared);
-        let sub = Subscriber::new(kind, Arc::clone(self.sock()), std::mem::take(&mut self.out));
+        let sub = Subscriber::framed(
+            kind,
+            transport,
+            Arc::clone(self.sock()),
+            std::mem::take(&mut self.out),
+        );
         let subscription = shared.bcast.subscribe(&sub, replay_after);
         let end = loop {
             let taken = sub.take(Some(Instant::now() + millis(LIVENESS_MS)));
-            if write_items(self.stream(), kind, taken.items).is_err() {
+            if write_items(self.stream(), kind, transport, taken.items).is_err() {
                 break None;
             }
             if taken.end.is_some() {
@@ -365,7 +390,7 @@ impl Conn {
         drop(subscription);
         match end {
             Some(End::Shutdown) => {
-                if kind == Kind::Stream {
+                if transport == Transport::Chunk {
                     self.out.extend_from_slice(http::LAST_CHUNK);
                 }
                 Next::Close
@@ -576,7 +601,7 @@ fn write_ws(sub: &Subscriber) {
             );
             taken.items.push_back(Item::Bytes(frame));
         }
-        if write_items(stream, Kind::Ws, taken.items).is_err() {
+        if write_items(stream, Kind::Ws, Transport::Ws, taken.items).is_err() {
             // The reader is blocked in read(): wake it, it ends the connection.
             sub.end(End::Cut);
             let _ = stream.shutdown(Shutdown::Both);
@@ -596,11 +621,15 @@ fn write_ws(sub: &Subscriber) {
 
 /// Writes mailbox items with one `writev` per batch: events as references to the hub's shared
 /// encodings, no copies.
-fn write_items(stream: &TcpStream, kind: Kind, items: VecDeque<Item>) -> io::Result<()> {
+fn write_items(
+    stream: &TcpStream,
+    kind: Kind,
+    transport: Transport,
+    items: VecDeque<Item>,
+) -> io::Result<()> {
     if items.is_empty() {
         return Ok(());
     }
-    let transport = kind.transport();
     let mut q = OutQueue::default();
     for item in items {
         match item {

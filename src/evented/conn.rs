@@ -20,8 +20,8 @@ pub enum Phase {
     Body(Box<BodyState>),
     /// Subscribed to broadcasts on `/sse`.
     Sse,
-    /// Subscribed to broadcasts on `/stream`.
-    Stream,
+    /// Subscribed to broadcasts on `/stream`, chunked unless the client speaks HTTP/1.0.
+    Stream { chunked: bool },
     /// A held long poll waiting for events after `after`.
     Poll { keep_alive: bool },
     /// An open WebSocket; the decoder exists while a frame or fragmented message is partial.
@@ -77,7 +77,7 @@ impl Conn {
     pub fn subscription(&self) -> Option<Kind> {
         match self.phase {
             Phase::Sse => Some(Kind::Sse),
-            Phase::Stream => Some(Kind::Stream),
+            Phase::Stream { .. } => Some(Kind::Stream),
             Phase::Ws(_) => Some(Kind::Ws),
             Phase::Poll { .. } => Some(Kind::Poll),
             _ => None,

@@ -330,7 +330,7 @@ impl Server {
                 Phase::Body(_) => self.consume_body(key, rest),
                 Phase::Ws(_) => self.consume_ws(key, rest),
                 // Clients of these routes have nothing to say; reading only notices them leave.
-                Phase::Sse | Phase::Stream | Phase::Closing { .. } => rest.len(),
+                Phase::Sse | Phase::Stream { .. } | Phase::Closing { .. } => rest.len(),
                 // A pipelined request waits until the poll is answered.
                 Phase::Poll { .. } => 0,
             };
@@ -392,8 +392,8 @@ impl Server {
             other => other,
         };
         if framing == BodyFraming::None {
-            if route == Route::Echo {
-                self.push_reply(key, |out| reply::echo_head(out, keep_alive));
+            if let Route::Echo { chunked } = route {
+                self.push_reply(key, |out| reply::echo_head(out, keep_alive, chunked));
             }
             return self.act(key, route, keep_alive, Vec::new());
         }
@@ -404,8 +404,8 @@ impl Server {
         if head.has_token("expect", "100-continue") {
             self.push_reply(key, |out| out.extend_from_slice(reply::CONTINUE));
         }
-        if route == Route::Echo {
-            self.push_reply(key, |out| reply::echo_head(out, keep_alive));
+        if let Route::Echo { chunked } = route {
+            self.push_reply(key, |out| reply::echo_head(out, keep_alive, chunked));
         }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -437,7 +437,7 @@ impl Server {
             Ok(n) => n,
             Err(e) => {
                 // An echo already sent its head: the status can no longer change.
-                if state.route == Route::Echo {
+                if matches!(state.route, Route::Echo { .. }) {
                     self.close(key);
                 } else {
                     self.fail(key, e.status());
@@ -445,10 +445,10 @@ impl Server {
                 return data.len();
             }
         };
-        if state.route == Route::Echo && !decoded.is_empty() {
-            let mut chunk = Vec::with_capacity(decoded.len() + 16);
-            http::write_chunk(&mut chunk, &decoded);
-            conn.out.push_owned(chunk);
+        if let (Route::Echo { chunked }, false) = (&state.route, decoded.is_empty()) {
+            let mut framed = Vec::with_capacity(decoded.len() + 16);
+            reply::echo_data(&mut framed, &decoded, *chunked);
+            conn.out.push_owned(framed);
             if conn.out.len() > ECHO_HIGH_WATER {
                 conn.read_paused = true;
             }
@@ -474,13 +474,19 @@ impl Server {
     }
 
     /// Answers a complete request.
-    fn act(&mut self, key: usize, route: Route, keep_alive: bool, body: Vec<u8>) {
+    fn act(&mut self, key: usize, route: Route, mut keep_alive: bool, body: Vec<u8>) {
         let mut out = Vec::new();
         match route {
             Route::Probe => reply::probe(&mut out, keep_alive),
             Route::Error { status, headers } => reply::error(&mut out, status, headers, keep_alive),
             Route::Stats => reply::stats(&mut out, &self.stats().to_json(), keep_alive),
-            Route::Echo => out.extend_from_slice(http::LAST_CHUNK),
+            Route::Echo { chunked } => {
+                if chunked {
+                    out.extend_from_slice(http::LAST_CHUNK);
+                }
+                // Without chunks, closing is what ends the body.
+                keep_alive &= chunked;
+            }
             Route::Publish => match std::str::from_utf8(&body) {
                 Ok(text) => {
                     let subscribers = self.subs.total() as u64;
@@ -494,9 +500,9 @@ impl Server {
                 reply::sse_head(&mut out);
                 return self.subscribe(key, out, Phase::Sse, last_event_id);
             }
-            Route::Stream => {
-                reply::stream_head(&mut out);
-                return self.subscribe(key, out, Phase::Stream, None);
+            Route::Stream { chunked } => {
+                reply::stream_head(&mut out, chunked);
+                return self.subscribe(key, out, Phase::Stream { chunked }, None);
             }
             Route::WebSocket { accept } => {
                 reply::ws_accept(&mut out, &accept);
@@ -700,11 +706,12 @@ impl Server {
                     // So far behind that the ring no longer has what it missed.
                     return self.close(key);
                 }
-                let transport = match kind {
-                    Kind::Sse => Transport::Sse,
-                    Kind::Stream => Transport::Chunk,
-                    Kind::Ws => Transport::Ws,
-                    Kind::Poll => return self.answer_poll(key),
+                let transport = match (kind, &conn.phase) {
+                    (Kind::Sse, _) => Transport::Sse,
+                    (Kind::Stream, Phase::Stream { chunked: false }) => Transport::Line,
+                    (Kind::Stream, _) => Transport::Chunk,
+                    (Kind::Ws, _) => Transport::Ws,
+                    (Kind::Poll, _) => return self.answer_poll(key),
                 };
                 for event in self.hub.since(conn.delivered) {
                     conn.out.push_event(event, transport);
@@ -823,7 +830,7 @@ impl Server {
                     });
                     self.request_done(key, false);
                 }
-                Phase::Sse | Phase::Stream => {}
+                Phase::Sse | Phase::Stream { .. } => {}
             }
         }
         if self.timers.needs_compaction(self.conns.len()) {
@@ -914,9 +921,11 @@ impl Server {
                     });
                     self.request_done(key, false);
                 }
-                Phase::Stream => {
+                Phase::Stream { chunked } => {
                     self.unsubscribe(key);
-                    self.push_reply(key, |out| out.extend_from_slice(http::LAST_CHUNK));
+                    if chunked {
+                        self.push_reply(key, |out| out.extend_from_slice(http::LAST_CHUNK));
+                    }
                     self.request_done(key, false);
                 }
                 Phase::Sse => {
