@@ -34,7 +34,11 @@ pub fn lighter(c: RGBColor) -> RGBColor {
 
 /// Draws `panels` one above the other, sharing the x axis described by `x_label`.
 pub fn draw(path: &Path, title: &str, x_label: &str, panels: &[Panel]) -> Result<(), String> {
-    let height = 60 + 260 * panels.len() as u32;
+    // A lone panel gets a little more room than one of a stack.
+    let height = match panels.len() {
+        1 => 420,
+        n => 60 + 260 * n as u32,
+    };
     let root = SVGBackend::new(path, (960, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let root = root
@@ -64,7 +68,8 @@ fn draw_panel<DB: DrawingBackend>(
         .flat_map(|s| &s.points)
         .map(|p| p.1)
         .fold(panel.y_min * 10.0, f64::max)
-        * 1.15;
+        // Headroom above the highest point: on a log axis it takes a factor, not a few percent.
+        * if panel.log_y { 3.0 } else { 1.15 };
     let mut builder = ChartBuilder::on(area);
     builder
         .caption(&panel.title, ("sans-serif", 16))

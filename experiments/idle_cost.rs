@@ -139,16 +139,17 @@ fn measure(
     .collect();
     let report_path = dir.join(format!("{model}-{kind}-{n}.json"));
     let mut load = LoadProc::start(server.addr, &report_path, &load_args)?;
-    // Sample the server throughout: the reading with the most descriptors open is the one
-    // taken while every client was held, however late the load generator's records arrive.
+    // Sample the server throughout and keep each reading's highest value: the clients only
+    // ever add memory, threads and descriptors, so the maxima are the readings of the hold,
+    // however late the load generator's own records arrive.
     let mut held = before;
     while !load.finished() {
         thread::sleep(Duration::from_millis(200));
         load.poll();
         if let Some(r) = server.reading() {
-            if r.fds > held.fds {
-                held = r;
-            }
+            held.rss_bytes = held.rss_bytes.max(r.rss_bytes);
+            held.threads = held.threads.max(r.threads);
+            held.fds = held.fds.max(r.fds);
         }
     }
     let established = load.history.iter().map(|s| s.open).max().unwrap_or(0);

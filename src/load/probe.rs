@@ -68,7 +68,8 @@ impl Probe {
             host: target.to_string(),
             interval_us: interval_ms.max(1) * 1000,
             timeout_us: timeout_ms.max(1) * 1000,
-            next_at_us: 0,
+            // The first probe goes out one interval in, after the first client, not racing it.
+            next_at_us: interval_ms.max(1) * 1000,
             conns: Slab::new(),
             deadlines: VecDeque::new(),
             next_id: 0,
