@@ -28,6 +28,9 @@ pub struct Args {
     /// during the hold).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     pub hold_s: u64,
+    /// Stack size for the blocking model's connection threads, in bytes (default: std's).
+    #[arg(long)]
+    pub stack_size: Option<usize>,
     /// Where to write results [default: results/idle-cost].
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
@@ -109,11 +112,16 @@ fn measure(
     n: u64,
     args: &Args,
 ) -> Result<Row, String> {
-    let mut server_args = vec!["--model", model, "--tick-ms", "0"];
+    let mut server_args: Vec<String> = ["--model", model, "--tick-ms", "0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     if model == "blocking" {
-        server_args.extend(["--threads", "unbounded"]);
+        server_args.extend(["--threads".to_string(), "unbounded".to_string()]);
+        if let Some(bytes) = args.stack_size {
+            server_args.extend(["--stack-size".to_string(), bytes.to_string()]);
+        }
     }
-    let server_args: Vec<String> = server_args.iter().map(|s| s.to_string()).collect();
     let mut server = ServerProc::start(model, &server_args)?;
     // Let the fresh process settle before the baseline is read.
     thread::sleep(Duration::from_millis(300));

@@ -295,7 +295,8 @@ pub fn outcome(label: &str, seconds: &[Second], probe_timeout_ms: u64) -> Outcom
             fmt_mib(peak_rss_bytes)
         ),
         Some(held) => format!(
-            "{label}: the probe stopped being answered at {held} held clients; {probe_timeouts} of {probes_sent} probes timed out (after {probe_timeout_ms} ms){gave_up}; peak {threads}, {}",
+            "{label}: the probe stopped being answered at {held} held {}; {probe_timeouts} of {probes_sent} probes timed out (after {probe_timeout_ms} ms){gave_up}; peak {threads}, {}",
+            if held == 1 { "client" } else { "clients" },
             fmt_mib(peak_rss_bytes)
         ),
     };

@@ -93,8 +93,9 @@ struct ServeArgs {
     /// Events retained for `Last-Event-ID` replay and `/poll?after=`.
     #[arg(long, default_value_t = 1024)]
     retain: usize,
-    /// Subscribers served per loop turn during a broadcast (evented model).
-    #[arg(long, default_value_t = 512)]
+    /// Subscribers written to per loop turn during a broadcast (evented model): smaller answers
+    /// newcomers sooner during a big fan-out, larger spends fewer loop turns on it.
+    #[arg(long, default_value_t = 64)]
     fanout_batch: usize,
     /// Set SO_REUSEPORT, so several server processes can share one port.
     #[arg(long)]

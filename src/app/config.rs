@@ -64,7 +64,7 @@ impl Default for ServerConfig {
             max_message: 1 << 20,
             max_echo_body: 16 << 20,
             retain: 1024,
-            fanout_batch: 512,
+            fanout_batch: 64,
             reuse_port: false,
             threads: Threads::Pool(32),
             accept_queue: 128,

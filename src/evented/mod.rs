@@ -241,6 +241,9 @@ impl Server {
         }
         entry.insert(Conn::new(sock));
         self.set_deadline(key, self.now + self.cfg.header_timeout_ms);
+        // A client usually sends its request right behind the handshake: read it now rather than
+        // one loop turn (and one broadcast batch) later.
+        self.read(key);
     }
 
     // ---- reading ---------------------------------------------------------------------------

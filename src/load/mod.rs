@@ -334,7 +334,14 @@ fn layout(args: &LoadArgs, fd_limit: u64, per_source: u64) -> Result<Layout, Str
         ));
     }
     let workers = if n <= per_process {
-        Vec::new()
+        // The probe measures the server, so it gets a loop of its own: with a probe, even a
+        // small run's connections go to a worker process, or the probe's latency would include
+        // this loop's time reading every subscriber's events.
+        if args.probe_ms > 0 && n > 0 {
+            vec![n]
+        } else {
+            Vec::new()
+        }
     } else {
         let processes = n.div_ceil(per_process);
         if processes > MAX_PROCESSES {
@@ -511,7 +518,7 @@ mod tests {
 
     #[test]
     fn layout_splits_processes_and_sources() {
-        let mut args = parse(&["--connections", "30"]);
+        let mut args = parse(&["--connections", "30", "--probe-ms", "0"]);
         assert_eq!(
             layout(&args, 20_000, 25_000).unwrap(),
             Layout {
@@ -519,6 +526,9 @@ mod tests {
                 sources: vec![]
             }
         );
+        // With a probe, the connections live in a worker and the probe has the parent's loop.
+        args.probe_ms = 200;
+        assert_eq!(layout(&args, 20_000, 25_000).unwrap().workers, vec![30]);
         args.max_per_process = Some(10);
         assert_eq!(
             layout(&args, 20_000, 25_000).unwrap().workers,
