@@ -56,7 +56,11 @@ pub struct Outcome {
     pub probe_timeouts: u64,
     /// Clients held when the first probe that went unanswered was sent.
     pub held_at_first_timeout: Option<u64>,
+    pub probe_p50_us: Option<u64>,
     pub probe_p99_us: Option<u64>,
+    /// Delivery latency of the events, over the clients that were served.
+    pub event_p50_us: Option<u64>,
+    pub event_p99_us: Option<u64>,
     pub peak_threads: u64,
     pub peak_rss_bytes: u64,
     /// Long-lived clients that failed (gave up waiting for their answer, or were refused).
@@ -215,8 +219,8 @@ pub fn run(args: &Args) -> Result<(), String> {
     blocking.stop();
 
     let outcomes = vec![
-        outcome("evented", &report_e.seconds, args.probe_timeout_ms),
-        outcome(&blocking_label, &report_b.seconds, args.probe_timeout_ms),
+        outcome("evented", &report_e, args.probe_timeout_ms),
+        outcome(&blocking_label, &report_b, args.probe_timeout_ms),
     ];
     println!();
     for o in &outcomes {
@@ -258,59 +262,55 @@ fn live_cells(s: Option<&Second>) -> String {
     }
 }
 
-/// Reads the verdict off the per-second records.
-pub fn outcome(label: &str, seconds: &[Second], probe_timeout_ms: u64) -> Outcome {
-    let last = seconds.last();
-    let max_held = seconds.iter().map(|s| s.open).max().unwrap_or(0);
-    let probes_sent = last.map_or(0, |s| s.probes_sent);
-    let probes_answered = last.map_or(0, |s| s.probes_answered);
-    let probe_timeouts = last.map_or(0, |s| s.probe_timeouts);
-    let held_at_first_timeout = last.and_then(|s| s.held_at_first_probe_timeout);
-    let probe_p99_us = seconds.iter().filter_map(|s| s.probe_p99_us).max();
-    let peak_threads = seconds
-        .iter()
-        .filter_map(|s| s.server.as_ref())
-        .map(|v| v.threads)
-        .max()
-        .unwrap_or(0);
-    let peak_rss_bytes = seconds
-        .iter()
-        .filter_map(|s| s.server.as_ref())
-        .map(|v| v.rss_bytes)
-        .max()
-        .unwrap_or(0);
-    let clients_failed = last.map_or(0, |s| s.failed.total());
-    let threads = match peak_threads {
+/// Reads the verdict off a load run's totals.
+pub fn outcome(label: &str, report: &Report, probe_timeout_ms: u64) -> Outcome {
+    let t = &report.totals;
+    let peak = t.server_peak.unwrap_or_default();
+    let threads = match peak.threads {
         1 => "1 thread".to_string(),
         n => format!("{n} threads"),
     };
-    let gave_up = match clients_failed {
+    let gave_up = match t.failed_total {
         0 => String::new(),
         n => format!("; {n} long-lived clients gave up waiting"),
     };
-    let verdict = match held_at_first_timeout {
+    let events = format!(
+        "events reached the clients it served in {} (p50), {} (p99)",
+        fmt_us(t.event_p50_us),
+        fmt_us(t.event_p99_us)
+    );
+    let verdict = match t.held_at_first_probe_timeout {
         None => format!(
-            "{label}: every probe answered ({probes_answered} of {probes_sent}), worst per-second p99 {}, with up to {max_held} clients held{gave_up}; peak {threads}, {}",
-            fmt_us(probe_p99_us),
-            fmt_mib(peak_rss_bytes)
+            "{label}: every probe answered ({} of {}; p50 {}, p99 {}) with up to {} clients held{gave_up}; {events}; peak {threads}, {}",
+            t.probes_answered,
+            t.probes_sent,
+            fmt_us(t.probe_p50_us),
+            fmt_us(t.probe_p99_us),
+            t.peak_open,
+            fmt_mib(peak.rss_bytes)
         ),
         Some(held) => format!(
-            "{label}: the probe stopped being answered at {held} held {}; {probe_timeouts} of {probes_sent} probes timed out (after {probe_timeout_ms} ms){gave_up}; peak {threads}, {}",
+            "{label}: the probe stopped being answered at {held} held {}; {} of {} probes timed out (after {probe_timeout_ms} ms){gave_up}; {events}; peak {threads}, {}",
             if held == 1 { "client" } else { "clients" },
-            fmt_mib(peak_rss_bytes)
+            t.probe_timeouts,
+            t.probes_sent,
+            fmt_mib(peak.rss_bytes)
         ),
     };
     Outcome {
         label: label.to_string(),
-        max_held,
-        probes_sent,
-        probes_answered,
-        probe_timeouts,
-        held_at_first_timeout,
-        probe_p99_us,
-        peak_threads,
-        peak_rss_bytes,
-        clients_failed,
+        max_held: t.peak_open,
+        probes_sent: t.probes_sent,
+        probes_answered: t.probes_answered,
+        probe_timeouts: t.probe_timeouts,
+        held_at_first_timeout: t.held_at_first_probe_timeout,
+        probe_p50_us: t.probe_p50_us,
+        probe_p99_us: t.probe_p99_us,
+        event_p50_us: t.event_p50_us,
+        event_p99_us: t.event_p99_us,
+        peak_threads: peak.threads,
+        peak_rss_bytes: peak.rss_bytes,
+        clients_failed: t.failed_total,
         verdict,
     }
 }
