@@ -2,6 +2,7 @@
 //! models answer byte for byte the same.
 
 use crate::proto::http::{self, write_full_response, write_head};
+use crate::proto::ws;
 
 /// `100 Continue`, for a client that waits on `Expect: 100-continue` before sending its body.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -129,4 +130,31 @@ pub fn stats(out: &mut Vec<u8>, json: &[u8], keep_alive: bool) {
         keep_alive,
         &[("Cache-Control", "no-cache")],
     );
+}
+
+/// The server's answer to what a WebSocket client sent: an echo with the same opcode, a pong
+/// with the ping's payload, the reply that completes a closing handshake (echoing its code, as
+/// RFC 6455 §5.5.1 suggests; an empty close gets an empty close), or the close code of a
+/// protocol error. Appends the frame, if any, to `out`; returns whether the connection closes
+/// after it.
+pub fn ws_answer(out: &mut Vec<u8>, received: Result<ws::Message, ws::WsError>) -> bool {
+    match received {
+        Ok(ws::Message::Text(t)) => ws::encode_frame(out, ws::OpCode::Text, t.as_bytes(), None),
+        Ok(ws::Message::Binary(b)) => ws::encode_frame(out, ws::OpCode::Binary, &b, None),
+        Ok(ws::Message::Ping(p)) => ws::encode_frame(out, ws::OpCode::Pong, &p, None),
+        Ok(ws::Message::Pong(_)) => {}
+        Ok(ws::Message::Close(Some((code, _)))) => {
+            ws::encode_close(out, code, "", None);
+            return true;
+        }
+        Ok(ws::Message::Close(None)) => {
+            ws::encode_frame(out, ws::OpCode::Close, &[], None);
+            return true;
+        }
+        Err(e) => {
+            ws::encode_close(out, e.code, e.reason, None);
+            return true;
+        }
+    }
+    false
 }

@@ -500,48 +500,20 @@ impl Conn {
                 let mut ended = false;
                 while used < self.inbuf.len() {
                     let mut frame = Vec::new();
-                    match dec.decode(&self.inbuf[used..]) {
-                        Ok((n, msg)) => {
+                    let closing = match dec.decode(&self.inbuf[used..]) {
+                        Ok((n, None)) => {
                             used += n;
-                            match msg {
-                                None => break,
-                                Some(ws::Message::Text(t)) => ws::encode_frame(
-                                    &mut frame,
-                                    ws::OpCode::Text,
-                                    t.as_bytes(),
-                                    None,
-                                ),
-                                Some(ws::Message::Binary(b)) => {
-                                    ws::encode_frame(&mut frame, ws::OpCode::Binary, &b, None)
-                                }
-                                Some(ws::Message::Ping(p)) => {
-                                    ws::encode_frame(&mut frame, ws::OpCode::Pong, &p, None)
-                                }
-                                Some(ws::Message::Pong(_)) => {}
-                                Some(ws::Message::Close(code)) => {
-                                    // Echo the code, as RFC 6455 §5.5.1 suggests; an empty close
-                                    // gets an empty close.
-                                    match code {
-                                        Some((code, _)) => {
-                                            ws::encode_close(&mut frame, code, "", None)
-                                        }
-                                        None => ws::encode_frame(
-                                            &mut frame,
-                                            ws::OpCode::Close,
-                                            &[],
-                                            None,
-                                        ),
-                                    }
-                                    last = Some(frame);
-                                    break;
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            ws::encode_close(&mut frame, e.code, e.reason, None);
-                            last = Some(frame);
                             break;
                         }
+                        Ok((n, Some(msg))) => {
+                            used += n;
+                            reply::ws_answer(&mut frame, Ok(msg))
+                        }
+                        Err(e) => reply::ws_answer(&mut frame, Err(e)),
+                    };
+                    if closing {
+                        last = Some(frame);
+                        break;
                     }
                     if !frame.is_empty() && !sub.push_own(frame, ECHO_HIGH_WATER) {
                         ended = true;

@@ -581,37 +581,17 @@ impl Server {
         let mut closing = false;
         while used < data.len() && !closing {
             let mut frame = Vec::new();
-            match decoder.decode(&data[used..]) {
-                Ok((n, msg)) => {
+            closing = match decoder.decode(&data[used..]) {
+                Ok((n, None)) => {
                     used += n;
-                    match msg {
-                        None => break,
-                        Some(ws::Message::Text(t)) => {
-                            ws::encode_frame(&mut frame, ws::OpCode::Text, t.as_bytes(), None)
-                        }
-                        Some(ws::Message::Binary(b)) => {
-                            ws::encode_frame(&mut frame, ws::OpCode::Binary, &b, None)
-                        }
-                        Some(ws::Message::Ping(p)) => {
-                            ws::encode_frame(&mut frame, ws::OpCode::Pong, &p, None)
-                        }
-                        Some(ws::Message::Pong(_)) => {}
-                        Some(ws::Message::Close(code)) => {
-                            // Echo the code, as RFC 6455 §5.5.1 suggests; an empty close gets an
-                            // empty close.
-                            match code {
-                                Some((code, _)) => ws::encode_close(&mut frame, code, "", None),
-                                None => ws::encode_frame(&mut frame, ws::OpCode::Close, &[], None),
-                            }
-                            closing = true;
-                        }
-                    }
+                    break;
                 }
-                Err(e) => {
-                    ws::encode_close(&mut frame, e.code, e.reason, None);
-                    closing = true;
+                Ok((n, Some(msg))) => {
+                    used += n;
+                    reply::ws_answer(&mut frame, Ok(msg))
                 }
-            }
+                Err(e) => reply::ws_answer(&mut frame, Err(e)),
+            };
             out.push_owned(frame);
         }
         if decoder.is_idle() {
