@@ -238,15 +238,7 @@ impl Client {
                 body
             }
         };
-        Response {
-            status: head.status,
-            headers: head
-                .headers
-                .iter()
-                .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned()))
-                .collect(),
-            body,
-        }
+        Response::new(&head, body)
     }
 
     fn take(&mut self, n: usize) -> Vec<u8> {

@@ -137,7 +137,7 @@ pub fn stats(out: &mut Vec<u8>, json: &[u8], keep_alive: bool) {
 /// RFC 6455 §5.5.1 suggests; an empty close gets an empty close), or the close code of a
 /// protocol error. Appends the frame, if any, to `out`; returns whether the connection closes
 /// after it.
-pub fn ws_answer(out: &mut Vec<u8>, received: Result<ws::Message, ws::WsError>) -> bool {
+fn ws_answer(out: &mut Vec<u8>, received: Result<ws::Message, ws::WsError>) -> bool {
     match received {
         Ok(ws::Message::Text(t)) => ws::encode_frame(out, ws::OpCode::Text, t.as_bytes(), None),
         Ok(ws::Message::Binary(b)) => ws::encode_frame(out, ws::OpCode::Binary, &b, None),
@@ -157,4 +157,15 @@ pub fn ws_answer(out: &mut Vec<u8>, received: Result<ws::Message, ws::WsError>) 
         }
     }
     false
+}
+
+/// Decodes the next message from `input` and appends the server's answer to `out`. Returns the
+/// bytes used and, once a message (or a violation) is complete, whether the connection closes
+/// after the answer; `None` when the decoder needs more input.
+pub fn ws_step(dec: &mut ws::Decoder, input: &[u8], out: &mut Vec<u8>) -> (usize, Option<bool>) {
+    match dec.decode(input) {
+        Ok((n, None)) => (n, None),
+        Ok((n, Some(msg))) => (n, Some(ws_answer(out, Ok(msg)))),
+        Err(e) => (input.len(), Some(ws_answer(out, Err(e)))),
+    }
 }

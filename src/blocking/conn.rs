@@ -500,16 +500,10 @@ impl Conn {
                 let mut ended = false;
                 while used < self.inbuf.len() {
                     let mut frame = Vec::new();
-                    let closing = match dec.decode(&self.inbuf[used..]) {
-                        Ok((n, None)) => {
-                            used += n;
-                            break;
-                        }
-                        Ok((n, Some(msg))) => {
-                            used += n;
-                            reply::ws_answer(&mut frame, Ok(msg))
-                        }
-                        Err(e) => reply::ws_answer(&mut frame, Err(e)),
+                    let (n, answered) = reply::ws_step(dec, &self.inbuf[used..], &mut frame);
+                    used += n;
+                    let Some(closing) = answered else {
+                        break;
                     };
                     if closing {
                         last = Some(frame);

@@ -581,17 +581,12 @@ impl Server {
         let mut closing = false;
         while used < data.len() && !closing {
             let mut frame = Vec::new();
-            closing = match decoder.decode(&data[used..]) {
-                Ok((n, None)) => {
-                    used += n;
-                    break;
-                }
-                Ok((n, Some(msg))) => {
-                    used += n;
-                    reply::ws_answer(&mut frame, Ok(msg))
-                }
-                Err(e) => reply::ws_answer(&mut frame, Err(e)),
+            let (n, answered) = reply::ws_step(decoder, &data[used..], &mut frame);
+            used += n;
+            let Some(closes) = answered else {
+                break;
             };
+            closing = closes;
             out.push_owned(frame);
         }
         if decoder.is_idle() {

@@ -117,6 +117,19 @@ pub struct Response {
 }
 
 impl Response {
+    /// A response from its parsed head and decoded body.
+    pub fn new(head: &c10k_lab::proto::http::ResponseHead, body: Vec<u8>) -> Response {
+        Response {
+            status: head.status,
+            headers: head
+                .headers
+                .iter()
+                .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect(),
+            body,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -162,15 +175,7 @@ pub fn read_response(s: &mut TcpStream) -> Response {
         }
         rest.extend_from_slice(&chunk[..n]);
     }
-    Response {
-        status: head.status,
-        headers: head
-            .headers
-            .iter()
-            .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned()))
-            .collect(),
-        body,
-    }
+    Response::new(&head, body)
 }
 
 /// Sends `raw` on a fresh connection and reads one response.
