@@ -9,8 +9,6 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use c10k_lab::proto::ws;
@@ -219,41 +217,9 @@ fn a_websocket_costs_two_threads() {
 
 /// A blocking server started with one resource limit set (soft and hard) before `exec`.
 fn start_with_limit(resource: libc::__rlimit_resource_t, limit: u64, args: &[&str]) -> Server {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_c10k"));
-    cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--model", "blocking"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    // SAFETY: between fork and exec only setrlimit(2) runs, which is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            if libc::setrlimit(resource, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("start c10k serve");
-    let mut out = child.stdout.take().expect("server stdout");
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while !line.ends_with(b"\n") {
-        assert_eq!(out.read(&mut byte).expect("read the listening line"), 1);
-        line.push(byte[0]);
-    }
-    let line = String::from_utf8_lossy(&line);
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line from server: {line:?}"))
-        .parse()
-        .expect("server address");
-    Server { addr, child }
+    let mut all = vec!["--model", "blocking"];
+    all.extend_from_slice(args);
+    Server::start_with_limit(resource, limit, &all)
 }
 
 /// A server whose address space is limited, so a connection thread with a huge stack fits once

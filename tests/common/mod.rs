@@ -19,14 +19,45 @@ pub struct Server {
 impl Server {
     /// Starts `c10k serve --listen 127.0.0.1:0 ARGS...` and waits for `listening on ADDR`.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
-            .arg("serve")
+        Server::spawn(Server::command(args))
+    }
+
+    /// `start`, with one resource limit (soft and hard) set in the server before `exec`.
+    pub fn start_with_limit(
+        resource: libc::__rlimit_resource_t,
+        limit: u64,
+        args: &[&str],
+    ) -> Server {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Server::command(args);
+        // SAFETY: between fork and exec only setrlimit(2) runs, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(resource, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Server::spawn(cmd)
+    }
+
+    fn command(args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_c10k"));
+        cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start c10k serve");
+            .stderr(Stdio::null());
+        cmd
+    }
+
+    fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd.spawn().expect("start c10k serve");
         let stdout = child.stdout.take().expect("server stdout");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -39,6 +70,19 @@ impl Server {
             .parse()
             .expect("server address");
         Server { addr, child }
+    }
+
+    /// CPU time (user + system) the server has used so far, from `/proc/PID/stat`.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("server stat");
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf only reads a configuration value.
+        let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / per_sec)
     }
 
     /// A connected socket with read and write timeouts.
