@@ -317,3 +317,28 @@ fn a_silent_server_times_out_and_the_run_still_ends() {
     assert!(started.elapsed() < Duration::from_secs(15));
     drop(listener);
 }
+
+#[test]
+fn json_dash_prints_the_report_after_the_progress_lines() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_c10k"))
+        .args(["load", "--target", &format!("127.0.0.1:{port}")])
+        .args(["--connections", "3", "--json", "-"])
+        .args(FAST)
+        .stderr(Stdio::null())
+        .output()
+        .expect("run c10k load");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("UTF-8 output");
+    let start = text
+        .find("\n{")
+        .expect("a JSON document after the progress lines")
+        + 1;
+    assert!(text[..start].lines().all(|l| l.starts_with("t=")), "{text}");
+    let report: Report = serde_json::from_str(&text[start..]).expect("the report");
+    assert_eq!(report.totals.failed.refused, 3);
+}

@@ -118,7 +118,8 @@ pub struct LoadArgs {
     /// second.
     #[arg(long)]
     pub server_pid: Option<u32>,
-    /// Write the final report (JSON) to this file.
+    /// Write the final report (JSON) to this file; `-` prints it on stdout at the end, after the
+    /// progress lines (the summary then goes to stderr).
     #[arg(long, value_name = "OUT")]
     pub json: Option<PathBuf>,
     /// Progress output: `human` (a line per second) or `json` (a JSON object per line per
@@ -219,8 +220,10 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
     }
     let stop =
         engine::stop_on_signals().map_err(|e| format!("could not set up signal handling: {e}"))?;
+    let report_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
     // Fail before the run, not after it, when the report cannot be written.
     let mut report_file = match &args.json {
+        Some(_) if report_to_stdout => None,
         Some(path) => Some(
             std::fs::File::create(path)
                 .map_err(|e| format!("could not create the report file {}: {e}", path.display()))?,
@@ -242,8 +245,8 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
     let report = match report {
         Ok(report) => report,
         Err(e) => {
-            if let Some(path) = &args.json {
-                drop(report_file.take());
+            if let (Some(file), Some(path)) = (report_file.take(), &args.json) {
+                drop(file);
                 let _ = std::fs::remove_file(path);
             }
             return Err(e);
@@ -256,9 +259,14 @@ pub fn run(args: &LoadArgs) -> Result<(), String> {
             .and_then(|()| file.write_all(b"\n"))
             .map_err(|e| format!("could not write the report to {}: {e}", path.display()))?;
     }
+    if report_to_stdout {
+        let json = serde_json::to_string_pretty(&report)
+            .map_err(|e| format!("could not encode the report: {e}"))?;
+        println!("{json}");
+    }
     match progress {
-        Progress::Human => println!("{}", report.summary()),
-        Progress::Json => eprintln!("{}", report.summary()),
+        Progress::Human if !report_to_stdout => println!("{}", report.summary()),
+        _ => eprintln!("{}", report.summary()),
     }
     Ok(())
 }
