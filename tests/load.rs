@@ -342,3 +342,31 @@ fn json_dash_prints_the_report_after_the_progress_lines() {
     let report: Report = serde_json::from_str(&text[start..]).expect("the report");
     assert_eq!(report.totals.failed.refused, 3);
 }
+
+#[test]
+fn a_bad_answer_after_the_head_is_a_failure_not_an_open_connection() {
+    let mut args = vec!["--connections", "10", "--probe-ms", "0"];
+    args.extend_from_slice(&FAST[..4]);
+    // A 101 whose accept key is wrong, and a /stream answer that is not chunked: the head
+    // arrives, then the check fails in the same read.
+    for (kind, reply) in [
+        (
+            "ws",
+            &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: wrong\r\n\r\n"[..],
+        ),
+        (
+            "stream",
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"[..],
+        ),
+    ] {
+        let addr = fake_server(reply, false);
+        let mut args = args.clone();
+        args.extend(["--kind", kind]);
+        let run = load(addr, &args);
+        assert_conserved(&run.seconds);
+        let t = &run.report.totals;
+        assert_eq!((t.established, t.peak_open), (0, 0), "{kind}: {t:?}");
+        assert_eq!((t.failed.other, t.failed_total), (10, 10), "{kind}: {:?}", t.failed);
+        assert_eq!(run.seconds.last().map(|s| s.open), Some(0));
+    }
+}

@@ -488,6 +488,9 @@ impl Conn {
         let idle = millis(shared.cfg.idle_timeout_ms);
         let max_message = shared.cfg.max_message;
         let mut deadline = Instant::now() + idle;
+        // Echoes wait below half the write-queue bound, so they never get a reading client cut
+        // off as too slow.
+        let echo_high_water = ECHO_HIGH_WATER.min(shared.cfg.max_write_queue / 2);
         // Exists only while a frame or fragmented message is partial.
         let mut decoder: Option<Box<ws::Decoder>> = None;
         loop {
@@ -509,7 +512,7 @@ impl Conn {
                         last = Some(frame);
                         break;
                     }
-                    if !frame.is_empty() && !sub.push_own(frame, ECHO_HIGH_WATER) {
+                    if !frame.is_empty() && !sub.push_own(frame, echo_high_water) {
                         ended = true;
                         break;
                     }

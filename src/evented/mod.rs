@@ -601,7 +601,9 @@ impl Server {
             }
             return data.len();
         }
-        if out.len() > ECHO_HIGH_WATER {
+        // Echoes wait below half the write-queue bound, so they never get a reading client cut
+        // off as too slow.
+        if out.len() > ECHO_HIGH_WATER.min(self.cfg.max_write_queue / 2) {
             conn.read_paused = true;
         }
         self.set_deadline(key, self.now + self.cfg.idle_timeout_ms);
@@ -855,7 +857,7 @@ impl Server {
         Stats {
             model: "evented".to_string(),
             connections: Connections {
-                http: self.conns.len() as u64 - sse - stream - ws,
+                http: (self.conns.len() as u64).saturating_sub(sse + stream + ws),
                 sse,
                 stream,
                 ws,

@@ -338,11 +338,7 @@ impl Session {
                 format!("status {}", head.status),
             ));
         }
-        if !self.established {
-            self.established = true;
-            step.established = true;
-        }
-        self.phase = match self.kind {
+        let phase = match self.kind {
             Kind::Sse => Phase::Sse(
                 BodyDecoder::new(head.body, u64::MAX),
                 Box::new(sse::Parser::with_limit(MAX_MESSAGE)),
@@ -373,6 +369,12 @@ impl Session {
                 framing => Phase::PollBody(BodyDecoder::new(framing, MAX_POLL_BODY), Vec::new()),
             },
         };
+        // Established only once the answer has passed every check above.
+        if !self.established {
+            self.established = true;
+            step.established = true;
+        }
+        self.phase = phase;
         Ok(())
     }
 

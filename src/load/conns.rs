@@ -72,6 +72,8 @@ struct Conn {
     /// Whether the heap holds an entry for this connection.
     armed: bool,
     last_send: u64,
+    /// Counted in `counts.open` (rather than `connecting`): what `fail` must take back.
+    counted_open: bool,
 }
 
 /// The connections of one process, and what they counted.
@@ -185,6 +187,7 @@ impl Conns {
             deadline: 0,
             armed: false,
             last_send: now_us,
+            counted_open: false,
         });
         self.counts.connecting += 1;
         self.set_deadline(key, now_us + self.plan.timeout_ms * 1000);
@@ -344,6 +347,9 @@ impl Conns {
                 }
                 Ok(step) => {
                     if step.established {
+                        if let Some(conn) = self.slab.get_mut(key) {
+                            conn.counted_open = true;
+                        }
                         self.counts.established += 1;
                         self.counts.connecting -= 1;
                         self.counts.open += 1;
@@ -386,7 +392,7 @@ impl Conns {
         let Some(conn) = self.slab.try_remove(key) else {
             return;
         };
-        if conn.session.is_established() {
+        if conn.counted_open {
             self.counts.open -= 1;
             self.note_open(now_us);
         } else {
@@ -423,7 +429,11 @@ impl Conns {
     pub fn keepalive(&mut self, now_us: u64) {
         let mut due = Vec::new();
         for (key, conn) in &mut self.slab {
-            if conn.session.is_open_ws() && now_us.saturating_sub(conn.last_send) >= WS_KEEPALIVE_US
+            // Only when nothing is waiting to be sent: a socket that is not draining gets no pile
+            // of pings.
+            if conn.session.is_open_ws()
+                && conn.out.is_empty()
+                && now_us.saturating_sub(conn.last_send) >= WS_KEEPALIVE_US
             {
                 conn.session.keepalive(&mut conn.out, &mut self.rng);
                 due.push(key);

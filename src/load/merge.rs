@@ -18,6 +18,8 @@ const LAG_US: u64 = 1_500_000;
 /// Sequence numbers tracked for delivery fractions.
 const MAX_SEQS: usize = 1024;
 /// Open-connection timelines are kept this far back (ms) behind the newest settled second.
+/// The longest run of untracked seqs between two delivered ones still counted as lost.
+const MAX_LOST_RUN: u64 = 64;
 const TIMELINE_KEEP_MS: u64 = 30_000;
 
 /// The parent's own part of a second: its probes and the server reading.
@@ -399,9 +401,12 @@ impl Merger {
             }
             let expected = stat.expected.unwrap_or(0);
             if let Some((p, pstat)) = prev {
-                // Seqs between two delivered ones reached nobody.
-                if pstat.expected.unwrap_or(0) > 0 && expected > 0 {
-                    fractions.extend(std::iter::repeat(0.0).take((seq - p - 1) as usize));
+                // A few seqs missing between two delivered ones reached nobody. A long run of
+                // them is not evidence of loss: past `MAX_WINDOW_SEQS` a window stops tracking,
+                // and a server may jump its sequence; such a gap is left out.
+                let gap = seq - p - 1;
+                if pstat.expected.unwrap_or(0) > 0 && expected > 0 && gap <= MAX_LOST_RUN {
+                    fractions.extend(std::iter::repeat_n(0.0, gap as usize));
                 }
             }
             if expected > 0 {

@@ -298,6 +298,17 @@ fn validate(args: &LoadArgs) -> Result<(), String> {
     if args.timeout_ms == 0 {
         return Err("--timeout-ms must be positive".into());
     }
+    // Milliseconds become microsecond deadlines: a day is more than any run and cannot overflow.
+    let day_ms = 86_400_000;
+    for (flag, value) in [
+        ("--timeout-ms", args.timeout_ms),
+        ("--probe-ms", args.probe_ms),
+        ("--probe-timeout-ms", args.probe_timeout_ms),
+    ] {
+        if value > day_ms {
+            return Err(format!("{flag} must be at most {day_ms} (a day)"));
+        }
+    }
     if args.max_per_process == Some(0) {
         return Err("--max-per-process must be positive".into());
     }
@@ -561,5 +572,10 @@ mod tests {
         assert!(validate(&args).is_ok());
         args.target = "10.0.0.1:80".parse().unwrap();
         assert!(validate(&args).unwrap_err().contains("loopback"));
+        let mut args = parse(&["--timeout-ms", "18446744073709551"]);
+        assert!(validate(&args).unwrap_err().contains("--timeout-ms"));
+        args.timeout_ms = 5000;
+        args.probe_ms = u64::MAX;
+        assert!(validate(&args).unwrap_err().contains("--probe-ms"));
     }
 }
