@@ -90,7 +90,8 @@ struct ServeArgs {
     /// Largest WebSocket message accepted, in bytes (close 1009 past it).
     #[arg(long, default_value_t = 1 << 20)]
     max_message: usize,
-    /// Events retained for `Last-Event-ID` replay and `/poll?after=`.
+    /// Events retained for `Last-Event-ID` replay and `/poll?after=` (at least 1024, as the
+    /// contract promises).
     #[arg(long, default_value_t = 1024)]
     retain: usize,
     /// Subscribers written to per loop turn during a broadcast (evented model): smaller answers
