@@ -1,7 +1,8 @@
 //! A request head in, a decision out: which route serves it, or which error answers it.
 
 use crate::app::config::MAX_PUBLISH_BYTES;
-use crate::proto::http::RequestHead;
+use crate::app::reply;
+use crate::proto::http::{BodyFraming, RequestHead};
 use crate::proto::ws;
 
 /// What to do with a request.
@@ -123,6 +124,40 @@ fn websocket(head: &RequestHead) -> Route {
     }
 }
 
+/// How a routed request proceeds once its head is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// No body: answer now.
+    Answer,
+    /// Read a body of this framing, at most `max` bytes, then answer.
+    Body { framing: BodyFraming, max: u64 },
+    /// The declared body is over the route's limit: `413`, then close.
+    TooLarge,
+}
+
+/// Decides how a request starts, and appends to `early` what goes out before its body is read:
+/// `100 Continue` for a client that waits for it, and the head of an echo, which streams.
+pub fn start(head: &RequestHead, route: &Route, max_echo: u64, early: &mut Vec<u8>) -> Start {
+    let framing = match head.body {
+        BodyFraming::Length(0) => BodyFraming::None,
+        other => other,
+    };
+    let max = route.max_body(max_echo);
+    if matches!(framing, BodyFraming::Length(n) if n > max) {
+        return Start::TooLarge;
+    }
+    if framing != BodyFraming::None && head.has_token("expect", "100-continue") {
+        early.extend_from_slice(reply::CONTINUE);
+    }
+    if let Route::Echo { chunked } = *route {
+        reply::echo_head(early, head.keep_alive, chunked);
+    }
+    match framing {
+        BodyFraming::None => Start::Answer,
+        framing => Start::Body { framing, max },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +208,39 @@ mod tests {
                 headers: [("Allow", "POST")]
             }
         ));
+    }
+
+    #[test]
+    fn requests_start_with_what_goes_out_before_the_body() {
+        let start_of = |raw: &str| {
+            let (head, _) = parse_request_head(raw.as_bytes()).unwrap().unwrap();
+            let mut early = Vec::new();
+            let s = start(&head, &route(&head), 1000, &mut early);
+            (s, String::from_utf8(early).unwrap())
+        };
+        assert_eq!(
+            start_of("GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            (Start::Answer, String::new())
+        );
+        let (s, early) = start_of(
+            "POST /publish HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+        );
+        assert_eq!(
+            s,
+            Start::Body {
+                framing: BodyFraming::Length(3),
+                max: MAX_PUBLISH_BYTES
+            }
+        );
+        assert_eq!(early, "HTTP/1.1 100 Continue\r\n\r\n");
+        // Refused before anything is sent: no 100 Continue for a body that will not be read.
+        let (s, early) = start_of(
+            "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\nExpect: 100-continue\r\n\r\n",
+        );
+        assert_eq!((s, early.as_str()), (Start::TooLarge, ""));
+        let (s, early) = start_of("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(s, Start::Answer);
+        assert!(early.starts_with("HTTP/1.1 200 OK\r\n"), "{early}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::time::Instant;
 use crate::app::hub::Transport;
 use crate::app::outq::OutQueue;
 use crate::app::reply;
-use crate::app::route::{self, Route};
+use crate::app::route::{self, Route, Start};
 use crate::proto::http::{self, BodyDecoder, BodyFraming, RequestHead};
 use crate::proto::ws;
 
@@ -235,26 +235,12 @@ impl Conn {
     fn dispatch(&mut self, head: RequestHead) -> Next {
         let route = route::route(&head);
         let keep_alive = head.keep_alive;
-        let framing = match head.body {
-            BodyFraming::Length(0) => BodyFraming::None,
-            other => other,
-        };
-        if framing == BodyFraming::None {
-            if let Route::Echo { chunked } = route {
-                reply::echo_head(&mut self.out, keep_alive, chunked);
-            }
-            return self.act(route, keep_alive, Vec::new());
-        }
-        let max = route.max_body(self.shared.cfg.max_echo_body);
-        if matches!(framing, BodyFraming::Length(n) if n > max) {
-            return self.fail(413);
-        }
-        if head.has_token("expect", "100-continue") {
-            self.out.extend_from_slice(reply::CONTINUE);
-        }
-        if let Route::Echo { chunked } = route {
-            reply::echo_head(&mut self.out, keep_alive, chunked);
-        }
+        let (framing, max) =
+            match route::start(&head, &route, self.shared.cfg.max_echo_body, &mut self.out) {
+                Start::TooLarge => return self.fail(413),
+                Start::Answer => return self.act(route, keep_alive, Vec::new()),
+                Start::Body { framing, max } => (framing, max),
+            };
         match self.read_body(&route, framing, max) {
             Ok(body) => self.act(route, keep_alive, body),
             Err(next) => next,

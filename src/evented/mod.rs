@@ -17,9 +17,9 @@ use slab::Slab;
 use crate::app::config::ServerConfig;
 use crate::app::hub::{self, Hub, Transport};
 use crate::app::reply;
-use crate::app::route::{self, Route};
+use crate::app::route::{self, Route, Start};
 use crate::app::stats::{Connections, Stats};
-use crate::proto::http::{self, BodyDecoder, BodyFraming, RequestHead};
+use crate::proto::http::{self, BodyDecoder, RequestHead};
 use crate::proto::ws;
 use crate::sys;
 
@@ -390,26 +390,16 @@ impl Server {
     fn dispatch(&mut self, key: usize, head: RequestHead) {
         let route = route::route(&head);
         let keep_alive = head.keep_alive;
-        let framing = match head.body {
-            BodyFraming::Length(0) => BodyFraming::None,
-            other => other,
-        };
-        if framing == BodyFraming::None {
-            if let Route::Echo { chunked } = route {
-                self.push_reply(key, |out| reply::echo_head(out, keep_alive, chunked));
+        let mut early = Vec::new();
+        let (framing, max) = match route::start(&head, &route, self.cfg.max_echo_body, &mut early) {
+            Start::TooLarge => return self.fail(key, 413),
+            Start::Answer => {
+                self.push_reply(key, |out| out.extend_from_slice(&early));
+                return self.act(key, route, keep_alive, Vec::new());
             }
-            return self.act(key, route, keep_alive, Vec::new());
-        }
-        let max = route.max_body(self.cfg.max_echo_body);
-        if matches!(framing, BodyFraming::Length(n) if n > max) {
-            return self.fail(key, 413);
-        }
-        if head.has_token("expect", "100-continue") {
-            self.push_reply(key, |out| out.extend_from_slice(reply::CONTINUE));
-        }
-        if let Route::Echo { chunked } = route {
-            self.push_reply(key, |out| reply::echo_head(out, keep_alive, chunked));
-        }
+            Start::Body { framing, max } => (framing, max),
+        };
+        self.push_reply(key, |out| out.extend_from_slice(&early));
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
