@@ -89,20 +89,6 @@ fn send_probe(server: &Server) -> TcpStream {
     s
 }
 
-/// Whether anything arrives on `s` within `wait` (left unread). An outcome check: `false` means
-/// the server has not answered, not that it is slow.
-fn answered_within(s: &mut TcpStream, wait: Duration) -> bool {
-    s.set_read_timeout(Some(wait)).unwrap();
-    let mut byte = [0u8; 1];
-    let got = match s.peek(&mut byte) {
-        Ok(_) => true,
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
-        Err(e) => panic!("reading the probe: {e}"),
-    };
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    got
-}
-
 fn stat(v: &serde_json::Value, path: &[&str]) -> u64 {
     let mut v = v;
     for key in path {
@@ -299,18 +285,11 @@ fn out_of_descriptors_the_server_waits_and_recovers() {
         &["--threads", "unbounded", "--tick-ms", "100"],
     );
     // Subscribe until a connection is no longer accepted (EMFILE): it waits in the backlog.
-    let mut held = Vec::new();
-    let stuck = loop {
-        assert!(held.len() < 24, "the descriptor limit was never reached");
-        let mut s = server.connect();
-        s.write_all(SSE).unwrap();
-        if !answered_within(&mut s, Duration::from_millis(500)) {
-            break s;
-        }
-        let head = read_head(&mut s);
+    let (mut held, stuck) = subscribe_until_unanswered(&server, 24);
+    for s in &mut held {
+        let head = read_head(s);
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        held.push(s);
-    };
+    }
     let mut probe = send_probe(&server);
     assert!(!answered_within(&mut probe, Duration::from_millis(500)));
     // Descriptors free up: the server accepts again, in order, and answers.

@@ -3,28 +3,13 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::io::{Read, Write};
 use std::thread;
 use std::time::Duration;
 
 use common::*;
 
-const SSE: &[u8] = b"GET /sse HTTP/1.1\r\nHost: t\r\n\r\n";
 const PROBE: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
-
-/// Whether anything arrives on `s` within `wait` (left unread): an outcome, not a speed.
-fn answered_within(s: &mut TcpStream, wait: Duration) -> bool {
-    s.set_read_timeout(Some(wait)).unwrap();
-    let mut byte = [0u8; 1];
-    let got = match s.peek(&mut byte) {
-        Ok(n) => n > 0,
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
-        Err(e) => panic!("reading: {e}"),
-    };
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    got
-}
 
 #[test]
 fn out_of_descriptors_it_waits_without_spinning_and_recovers() {
@@ -35,16 +20,7 @@ fn out_of_descriptors_it_waits_without_spinning_and_recovers() {
         &["--model", "evented", "--tick-ms", "100"],
     );
     // Subscribe until a connection is no longer accepted (EMFILE): it waits in the backlog.
-    let mut held = Vec::new();
-    let stuck = loop {
-        assert!(held.len() < 24, "the descriptor limit was never reached");
-        let mut s = server.connect();
-        s.write_all(SSE).unwrap();
-        if !answered_within(&mut s, Duration::from_millis(500)) {
-            break s;
-        }
-        held.push(s);
-    };
+    let (mut held, stuck) = subscribe_until_unanswered(&server, 24);
     assert!(held.len() >= 5, "only {} subscribers fit", held.len());
 
     // Starved of descriptors, the loop must not spin on a listener that stays readable: over

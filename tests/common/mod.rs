@@ -263,3 +263,41 @@ impl Server {
         }
     }
 }
+
+/// Whether anything arrives on `s` within `wait` (left unread). An outcome check: `false` means
+/// the server has not answered, not that it is slow.
+pub fn answered_within(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut byte = [0u8; 1];
+    let got = match s.peek(&mut byte) {
+        Ok(n) => n > 0,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            false
+        }
+        Err(e) => panic!("reading: {e}"),
+    };
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    got
+}
+
+/// Opens SSE subscriptions until one gets no answer — the server is out of descriptors and the
+/// connection waits in its listen backlog — and returns the answered ones (responses unread)
+/// and the waiting one. Fails the test if `max` answered first.
+pub fn subscribe_until_unanswered(server: &Server, max: usize) -> (Vec<TcpStream>, TcpStream) {
+    let mut held = Vec::new();
+    loop {
+        assert!(held.len() < max, "the descriptor limit was never reached");
+        let mut s = server.connect();
+        s.write_all(b"GET /sse HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        if !answered_within(&mut s, Duration::from_millis(500)) {
+            return (held, s);
+        }
+        held.push(s);
+    }
+}
