@@ -158,6 +158,40 @@ pub fn poll_body<'a>(events: impl Iterator<Item = &'a Arc<Event>>) -> Vec<u8> {
 
 /// The SSE heartbeat comment, the same bytes for every subscriber.
 pub const SSE_HEARTBEAT: &[u8] = b": hb\n\n";
+/// An unmasked WebSocket ping with no payload: the WebSocket heartbeat.
+pub const WS_PING: &[u8] = &[0x89, 0x00];
+
+/// What a connection subscribes as. Both models keep one subscriber list per kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sse = 0,
+    Stream = 1,
+    Ws = 2,
+    Poll = 3,
+}
+
+pub const KINDS: [Kind; 4] = [Kind::Sse, Kind::Stream, Kind::Ws, Kind::Poll];
+
+impl Kind {
+    /// How events are framed for this kind (an HTTP/1.0 stream takes `Transport::Line`).
+    pub fn transport(self) -> Transport {
+        match self {
+            Kind::Sse => Transport::Sse,
+            Kind::Stream => Transport::Chunk,
+            Kind::Ws => Transport::Ws,
+            Kind::Poll => Transport::Json,
+        }
+    }
+
+    /// What a subscriber of this kind is sent after a heartbeat interval without a broadcast.
+    pub fn heartbeat(self) -> Option<&'static [u8]> {
+        match self {
+            Kind::Sse => Some(SSE_HEARTBEAT),
+            Kind::Ws => Some(WS_PING),
+            Kind::Stream | Kind::Poll => None,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -17,45 +17,15 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::app::hub::{self, Event, Hub, Transport};
+pub(crate) use crate::app::hub::Kind;
+use crate::app::hub::{Event, Hub, Transport};
 use crate::sys;
 
 use super::live::Socket;
 use super::lock;
 
-/// An unmasked WebSocket ping with no payload: the WebSocket heartbeat.
-pub(crate) const WS_PING: &[u8] = &[0x89, 0x00];
-
 /// No slot in the registry.
 const UNREGISTERED: usize = usize::MAX;
-
-/// What a subscriber is subscribed as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Sse = 0,
-    Stream = 1,
-    Ws = 2,
-    Poll = 3,
-}
-
-impl Kind {
-    pub fn transport(self) -> Transport {
-        match self {
-            Kind::Sse => Transport::Sse,
-            Kind::Stream => Transport::Chunk,
-            Kind::Ws => Transport::Ws,
-            Kind::Poll => Transport::Json,
-        }
-    }
-
-    fn heartbeat(self) -> Option<&'static [u8]> {
-        match self {
-            Kind::Sse => Some(hub::SSE_HEARTBEAT),
-            Kind::Ws => Some(WS_PING),
-            Kind::Stream | Kind::Poll => None,
-        }
-    }
-}
 
 /// Something for a subscriber's thread to write.
 #[derive(Debug)]

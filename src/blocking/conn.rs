@@ -589,11 +589,11 @@ fn write_items(
     for item in items {
         match item {
             Item::Event(e) => q.push_event(&e, transport),
-            Item::Heartbeat => match kind {
-                Kind::Sse => q.push_static(crate::app::hub::SSE_HEARTBEAT),
-                Kind::Ws => q.push_static(super::broadcast::WS_PING),
-                Kind::Stream | Kind::Poll => {}
-            },
+            Item::Heartbeat => {
+                if let Some(bytes) = kind.heartbeat() {
+                    q.push_static(bytes);
+                }
+            }
             Item::Bytes(b) => q.push_owned(b),
         }
     }

@@ -15,7 +15,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::app::config::ServerConfig;
-use crate::app::hub::{self, Hub, Transport};
+use crate::app::hub::{Hub, Transport};
 use crate::app::reply;
 use crate::app::route::{self, Route, Start};
 use crate::app::stats::{Connections, Stats};
@@ -43,8 +43,6 @@ const SHUTDOWN_GRACE_MS: u64 = 3_000;
 const ACCEPT_RETRY_MS: u64 = 100;
 /// Echoed bytes queued past this pause reading: backpressure instead of buffering.
 const ECHO_HIGH_WATER: usize = 256 * 1024;
-/// An unmasked ping frame with no payload.
-const WS_PING: &[u8] = &[0x89, 0x00];
 
 /// Serves `cfg` until SIGINT or SIGTERM. `ready` is called with the bound address once the
 /// listener accepts connections.
@@ -663,10 +661,9 @@ impl Server {
             return;
         };
         match visit {
-            Visit::Heartbeat => match kind {
-                Kind::Sse => conn.out.push_static(hub::SSE_HEARTBEAT),
-                Kind::Ws => conn.out.push_static(WS_PING),
-                Kind::Stream | Kind::Poll => return,
+            Visit::Heartbeat => match kind.heartbeat() {
+                Some(bytes) => conn.out.push_static(bytes),
+                None => return,
             },
             Visit::Events => {
                 if conn.delivered >= last {
@@ -677,11 +674,9 @@ impl Server {
                     return self.close(key);
                 }
                 let transport = match (kind, &conn.phase) {
-                    (Kind::Sse, _) => Transport::Sse,
-                    (Kind::Stream, Phase::Stream { chunked: false }) => Transport::Line,
-                    (Kind::Stream, _) => Transport::Chunk,
-                    (Kind::Ws, _) => Transport::Ws,
                     (Kind::Poll, _) => return self.answer_poll(key),
+                    (Kind::Stream, Phase::Stream { chunked: false }) => Transport::Line,
+                    (kind, _) => kind.transport(),
                 };
                 for event in self.hub.since(conn.delivered) {
                     conn.out.push_event(event, transport);

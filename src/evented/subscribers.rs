@@ -4,15 +4,7 @@
 //! A connection may be visited twice when the list changes under a sweep; delivery is keyed by
 //! the last sequence number it received, so a second visit sends nothing.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Sse = 0,
-    Stream = 1,
-    Ws = 2,
-    Poll = 3,
-}
-
-pub const KINDS: [Kind; 4] = [Kind::Sse, Kind::Stream, Kind::Ws, Kind::Poll];
+pub use crate::app::hub::{Kind, KINDS};
 
 /// What a visit should deliver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,9 +69,9 @@ impl Subscribers {
         }
     }
 
-    /// A heartbeat is due for SSE and WebSocket subscribers.
+    /// A heartbeat is due for the kinds that have one.
     pub fn start_heartbeat(&mut self) {
-        for kind in [Kind::Sse, Kind::Ws] {
+        for kind in KINDS.into_iter().filter(|k| k.heartbeat().is_some()) {
             self.heartbeat[kind as usize].cursor = self.lists[kind as usize].len();
         }
     }
