@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::app::hub::Kind;
+use crate::sys::ProcReading;
+
 /// Open connections by what they are doing now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connections {
@@ -31,6 +34,38 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The document for a model with `open` connections, `subscribers` per [`Kind`] (indexed by
+    /// it), its counters, and a reading of its process.
+    pub fn new(
+        model: &str,
+        open: u64,
+        subscribers: [u64; 4],
+        accepted: u64,
+        rejected: u64,
+        events_published: u64,
+        process: ProcReading,
+    ) -> Stats {
+        let [sse, stream, ws, poll] =
+            [Kind::Sse, Kind::Stream, Kind::Ws, Kind::Poll].map(|k| subscribers[k as usize]);
+        Stats {
+            model: model.to_string(),
+            connections: Connections {
+                // A held poll is a plain HTTP connection too.
+                http: open.saturating_sub(sse + stream + ws),
+                sse,
+                stream,
+                ws,
+                poll,
+            },
+            threads: process.threads,
+            rss_bytes: process.rss_bytes,
+            fds: process.fds,
+            accepted,
+            rejected,
+            events_published,
+        }
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         // Serializing plain integers and strings cannot fail.
         serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec())

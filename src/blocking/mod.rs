@@ -41,10 +41,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::app::config::{ServerConfig, Threads};
-use crate::app::stats::{Connections, Stats};
+use crate::app::hub::KINDS;
+use crate::app::stats::Stats;
 use crate::sys;
 
-use broadcast::{Broadcaster, Kind};
+use broadcast::Broadcaster;
 use budget::Budget;
 use live::{Live, Tracked};
 use pool::Queue;
@@ -190,27 +191,15 @@ impl Shared {
 
     /// The `/stats` document.
     pub fn stats(&self) -> Stats {
-        let proc = sys::read_proc(None).unwrap_or_default();
-        let sse = self.bcast.count(Kind::Sse);
-        let stream = self.bcast.count(Kind::Stream);
-        let ws = self.bcast.count(Kind::Ws);
-        let open = self.live.len() as u64;
-        Stats {
-            model: "blocking".to_string(),
-            connections: Connections {
-                http: open.saturating_sub(sse + stream + ws),
-                sse,
-                stream,
-                ws,
-                poll: self.bcast.count(Kind::Poll),
-            },
-            threads: proc.threads,
-            rss_bytes: proc.rss_bytes,
-            fds: proc.fds,
-            accepted: self.accepted.load(Ordering::Relaxed),
-            rejected: self.rejected.load(Ordering::Relaxed),
-            events_published: self.bcast.published(),
-        }
+        Stats::new(
+            "blocking",
+            self.live.len() as u64,
+            KINDS.map(|k| self.bcast.count(k)),
+            self.accepted.load(Ordering::Relaxed),
+            self.rejected.load(Ordering::Relaxed),
+            self.bcast.published(),
+            sys::read_proc(None).unwrap_or_default(),
+        )
     }
 }
 

@@ -18,13 +18,13 @@ use crate::app::config::ServerConfig;
 use crate::app::hub::{Hub, Transport};
 use crate::app::reply;
 use crate::app::route::{self, Route, Start};
-use crate::app::stats::{Connections, Stats};
+use crate::app::stats::Stats;
 use crate::proto::http::{self, BodyDecoder, RequestHead};
 use crate::proto::ws;
 use crate::sys;
 
 use conn::{BodyState, Conn, Phase};
-use subscribers::{Kind, Subscribers, Visit};
+use subscribers::{Kind, Subscribers, Visit, KINDS};
 use timers::Timers;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -835,26 +835,15 @@ impl Server {
     // ---- stats and shutdown ----------------------------------------------------------------
 
     fn stats(&self) -> Stats {
-        let proc = sys::read_proc(None).unwrap_or_default();
-        let sse = self.subs.count(Kind::Sse) as u64;
-        let stream = self.subs.count(Kind::Stream) as u64;
-        let ws = self.subs.count(Kind::Ws) as u64;
-        Stats {
-            model: "evented".to_string(),
-            connections: Connections {
-                http: (self.conns.len() as u64).saturating_sub(sse + stream + ws),
-                sse,
-                stream,
-                ws,
-                poll: self.subs.count(Kind::Poll) as u64,
-            },
-            threads: proc.threads,
-            rss_bytes: proc.rss_bytes,
-            fds: proc.fds,
-            accepted: self.accepted,
-            rejected: self.rejected,
-            events_published: self.hub.last_seq(),
-        }
+        Stats::new(
+            "evented",
+            self.conns.len() as u64,
+            KINDS.map(|k| self.subs.count(k) as u64),
+            self.accepted,
+            self.rejected,
+            self.hub.last_seq(),
+            sys::read_proc(None).unwrap_or_default(),
+        )
     }
 
     /// SIGINT/SIGTERM: stop accepting, end every stream properly, give them a moment to flush.
