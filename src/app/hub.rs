@@ -23,6 +23,26 @@ pub enum Transport {
     Json,
 }
 
+impl Transport {
+    /// The `/stream` framing: chunks, or plain lines for an HTTP/1.0 client.
+    pub fn stream(chunked: bool) -> Transport {
+        if chunked {
+            Transport::Chunk
+        } else {
+            Transport::Line
+        }
+    }
+}
+
+/// How a long poll begins.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PollStart {
+    /// Retained events are newer than what the client has: answer with this body now.
+    Answer(Vec<u8>),
+    /// Nothing newer yet: hold the poll until an event after this sequence number.
+    Wait(u64),
+}
+
 /// One broadcast event and its encodings, shared by every subscriber.
 #[derive(Debug)]
 pub struct Event {
@@ -136,6 +156,17 @@ impl Hub {
         self.ring.front().is_some_and(|e| e.seq > after + 1)
     }
 
+    /// Starts a long poll for events after `after`. It defaults to, and is capped at, the newest
+    /// event, so a client asking past it (a server restarted under it) waits for the next one.
+    pub fn start_poll(&self, after: Option<u64>) -> PollStart {
+        let after = after.map_or(self.last_seq, |a| a.min(self.last_seq));
+        if self.since(after).next().is_some() {
+            PollStart::Answer(self.poll_body(after))
+        } else {
+            PollStart::Wait(after)
+        }
+    }
+
     /// The JSON array `/poll` answers with: retained events with `seq > after`.
     pub fn poll_body(&self, after: u64) -> Vec<u8> {
         poll_body(self.since(after))
@@ -243,6 +274,17 @@ mod tests {
         let mut wsdec = ws::Decoder::new(ws::Role::Client, 1 << 20);
         let (_, msg) = wsdec.decode(e.bytes(Transport::Ws)).unwrap();
         assert_eq!(msg, Some(ws::Message::Text(json.to_string())));
+    }
+
+    #[test]
+    fn a_poll_answers_at_once_or_waits_past_the_newest() {
+        let mut hub = Hub::new(8);
+        assert_eq!(hub.start_poll(None), PollStart::Wait(0));
+        hub.publish_tick(1);
+        hub.publish_tick(2);
+        assert_eq!(hub.start_poll(None), PollStart::Wait(2));
+        assert_eq!(hub.start_poll(Some(99)), PollStart::Wait(2));
+        assert_eq!(hub.start_poll(Some(1)), PollStart::Answer(hub.poll_body(1)));
     }
 
     #[test]

@@ -73,6 +73,15 @@ pub fn echo_head(out: &mut Vec<u8>, keep_alive: bool, chunked: bool) {
     write_head(out, 200, &fields);
 }
 
+/// Ends an echo once the request body is in: the last chunk, or, without chunks, nothing, since
+/// closing the connection is what ends that body. Returns whether the connection stays open.
+pub fn echo_end(out: &mut Vec<u8>, keep_alive: bool, chunked: bool) -> bool {
+    if chunked {
+        out.extend_from_slice(http::LAST_CHUNK);
+    }
+    keep_alive && chunked
+}
+
 /// Appends echoed body bytes in the response's framing.
 pub fn echo_data(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     if chunked {

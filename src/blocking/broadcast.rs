@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 pub(crate) use crate::app::hub::Kind;
-use crate::app::hub::{Event, Hub, Transport};
+use crate::app::hub::{self, Event, Hub, Transport};
 use crate::sys;
 
 use super::live::Socket;
@@ -299,8 +299,7 @@ impl Broadcaster {
     pub fn subscribe(&self, sub: &Arc<Subscriber>, replay_after: Option<u64>) -> Subscription<'_> {
         let mut inner = lock(&self.inner);
         if let Some(after) = replay_after {
-            let last = inner.hub.last_seq();
-            for event in inner.hub.since(after.min(last)) {
+            for event in inner.hub.since(after) {
                 // Replay is not held to the bound, as in the evented server: the consumer
                 // takes it at once.
                 sub.offer(Item::Event(Arc::clone(event)), None);
@@ -313,14 +312,12 @@ impl Broadcaster {
         }
     }
 
-    /// Answers a long poll at once when events after `after` are retained; otherwise holds it.
-    /// `after` defaults to (and is capped at) the newest sequence number.
+    /// Answers a long poll at once when events after `after` are retained; otherwise holds it
+    /// (see `Hub::start_poll`).
     pub fn start_poll(&self, sub: &Arc<Subscriber>, after: Option<u64>) -> PollStart<'_> {
         let mut inner = lock(&self.inner);
-        let last = inner.hub.last_seq();
-        let after = after.map_or(last, |a| a.min(last));
-        if inner.hub.since(after).next().is_some() {
-            return PollStart::Ready(inner.hub.poll_body(after));
+        if let hub::PollStart::Answer(body) = inner.hub.start_poll(after) {
+            return PollStart::Ready(body);
         }
         self.register(&mut inner, sub);
         PollStart::Held(Subscription {

@@ -310,11 +310,7 @@ impl Conn {
             }
             Route::Stats => reply::stats(&mut self.out, &shared.stats().to_json(), keep_alive),
             Route::Echo { chunked } => {
-                if chunked {
-                    self.out.extend_from_slice(http::LAST_CHUNK);
-                }
-                // Without chunks, closing is what ends the body.
-                keep_alive &= chunked;
+                keep_alive = reply::echo_end(&mut self.out, keep_alive, chunked)
             }
             Route::Publish => match std::str::from_utf8(&body) {
                 Ok(text) => {
@@ -329,12 +325,7 @@ impl Conn {
             }
             Route::Stream { chunked } => {
                 reply::stream_head(&mut self.out, chunked);
-                let transport = if chunked {
-                    Transport::Chunk
-                } else {
-                    Transport::Line
-                };
-                return self.stream_events(Kind::Stream, transport, None);
+                return self.stream_events(Kind::Stream, Transport::stream(chunked), None);
             }
             Route::WebSocket { accept } => return self.websocket(&accept),
             Route::Poll { after } => return self.poll(after, keep_alive),

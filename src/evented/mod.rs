@@ -15,7 +15,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::app::config::ServerConfig;
-use crate::app::hub::{Hub, Transport};
+use crate::app::hub::{Hub, PollStart, Transport};
 use crate::app::reply;
 use crate::app::route::{self, Route, Start};
 use crate::app::stats::Stats;
@@ -471,13 +471,7 @@ impl Server {
             Route::Probe => reply::probe(&mut out, keep_alive),
             Route::Error { status, headers } => reply::error(&mut out, status, headers, keep_alive),
             Route::Stats => reply::stats(&mut out, &self.stats().to_json(), keep_alive),
-            Route::Echo { chunked } => {
-                if chunked {
-                    out.extend_from_slice(http::LAST_CHUNK);
-                }
-                // Without chunks, closing is what ends the body.
-                keep_alive &= chunked;
-            }
+            Route::Echo { chunked } => keep_alive = reply::echo_end(&mut out, keep_alive, chunked),
             Route::Publish => match std::str::from_utf8(&body) {
                 Ok(text) => {
                     let subscribers = self.subs.total() as u64;
@@ -500,15 +494,13 @@ impl Server {
                 self.subscribe(key, out, Phase::Ws(None), None);
                 return self.set_deadline(key, self.now + self.cfg.idle_timeout_ms);
             }
-            Route::Poll { after } => {
-                let after = after.map_or(self.hub.last_seq(), |a| a.min(self.hub.last_seq()));
-                if self.hub.since(after).next().is_some() {
-                    reply::poll(&mut out, &self.hub.poll_body(after), keep_alive);
-                } else {
+            Route::Poll { after } => match self.hub.start_poll(after) {
+                PollStart::Answer(body) => reply::poll(&mut out, &body, keep_alive),
+                PollStart::Wait(after) => {
                     self.subscribe(key, out, Phase::Poll { keep_alive }, Some(after));
                     return self.set_deadline(key, self.now + self.cfg.poll_timeout_ms);
                 }
-            }
+            },
         }
         self.push_reply(key, |o| o.extend_from_slice(&out));
         self.request_done(key, keep_alive);
@@ -614,7 +606,7 @@ impl Server {
         conn.delivered = match (kind, after) {
             (Kind::Poll, Some(after)) => after,
             (Kind::Sse, Some(after)) => {
-                for event in self.hub.since(after.min(last)) {
+                for event in self.hub.since(after) {
                     conn.out.push_event(event, Transport::Sse);
                 }
                 last
@@ -675,7 +667,7 @@ impl Server {
                 }
                 let transport = match (kind, &conn.phase) {
                     (Kind::Poll, _) => return self.answer_poll(key),
-                    (Kind::Stream, Phase::Stream { chunked: false }) => Transport::Line,
+                    (Kind::Stream, Phase::Stream { chunked }) => Transport::stream(*chunked),
                     (kind, _) => kind.transport(),
                 };
                 for event in self.hub.since(conn.delivered) {
