@@ -269,42 +269,41 @@ impl Server {
     /// `n` new bytes are in `scratch`: use them together with whatever was left over.
     fn on_input(&mut self, key: usize, n: usize) {
         let scratch = std::mem::take(&mut self.scratch);
-        let pending = match self.conns.get_mut(key) {
+        let mut pending = match self.conns.get_mut(key) {
             Some(conn) => std::mem::take(&mut conn.inbuf),
             None => Vec::new(),
         };
         if pending.is_empty() {
+            // The common case: parse straight from the shared buffer, copy only a remainder.
             let used = self.consume(key, &scratch[..n]);
-            self.keep_leftover(key, Vec::new(), &scratch[used..n]);
+            self.keep_leftover(key, scratch[used..n].to_vec());
         } else {
-            let mut buf = pending;
-            buf.extend_from_slice(&scratch[..n]);
-            let used = self.consume(key, &buf);
-            buf.drain(..used);
-            self.keep_leftover(key, buf, &[]);
+            pending.extend_from_slice(&scratch[..n]);
+            self.consume_buffered(key, pending);
         }
         self.scratch = scratch;
     }
 
     /// Processes what is already buffered (after a poll is answered, input may be waiting).
     fn process_buffered(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let mut buf = std::mem::take(&mut conn.inbuf);
-        if buf.is_empty() {
-            return;
+        if let Some(conn) = self.conns.get_mut(key) {
+            let buf = std::mem::take(&mut conn.inbuf);
+            if !buf.is_empty() {
+                self.consume_buffered(key, buf);
+            }
         }
-        let used = self.consume(key, &buf);
-        buf.drain(..used);
-        self.keep_leftover(key, buf, &[]);
     }
 
-    fn keep_leftover(&mut self, key: usize, mut buf: Vec<u8>, tail: &[u8]) {
+    fn consume_buffered(&mut self, key: usize, mut buf: Vec<u8>) {
+        let used = self.consume(key, &buf);
+        buf.drain(..used);
+        self.keep_leftover(key, buf);
+    }
+
+    fn keep_leftover(&mut self, key: usize, buf: Vec<u8>) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        buf.extend_from_slice(tail);
         if buf.is_empty() {
             // An idle connection owns no buffer.
             conn.inbuf = Vec::new();
@@ -389,15 +388,14 @@ impl Server {
         let route = route::route(&head);
         let keep_alive = head.keep_alive;
         let mut early = Vec::new();
-        let (framing, max) = match route::start(&head, &route, self.cfg.max_echo_body, &mut early) {
-            Start::TooLarge => return self.fail(key, 413),
-            Start::Answer => {
-                self.push_reply(key, |out| out.extend_from_slice(&early));
-                return self.act(key, route, keep_alive, Vec::new());
-            }
-            Start::Body { framing, max } => (framing, max),
+        let start = route::start(&head, &route, self.cfg.max_echo_body, &mut early);
+        if start == Start::TooLarge {
+            return self.fail(key, 413);
+        }
+        self.queue(key, early);
+        let Start::Body { framing, max } = start else {
+            return self.act(key, route, keep_alive, Vec::new());
         };
-        self.push_reply(key, |out| out.extend_from_slice(&early));
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -502,7 +500,7 @@ impl Server {
                 }
             },
         }
-        self.push_reply(key, |o| o.extend_from_slice(&out));
+        self.queue(key, out);
         self.request_done(key, keep_alive);
     }
 
@@ -524,24 +522,25 @@ impl Server {
     /// Answers `status` and closes: the input can no longer be trusted to be in step.
     fn fail(&mut self, key: usize, status: u16) {
         self.unsubscribe(key);
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        conn.inbuf = Vec::new();
-        let mut out = Vec::new();
-        reply::error(&mut out, status, &[], false);
-        conn.out.push_owned(out);
-        conn.phase = Phase::Closing { write_shut: false };
-        self.set_deadline(key, self.now + LINGER_MS);
-        self.flush(key);
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.inbuf = Vec::new();
+        }
+        self.push_reply(key, |out| reply::error(out, status, &[], false));
+        self.request_done(key, false);
     }
 
-    fn push_reply(&mut self, key: usize, write: impl FnOnce(&mut Vec<u8>)) {
+    /// Queues bytes for `key` (written by the next flush).
+    fn queue(&mut self, key: usize, bytes: Vec<u8>) {
         if let Some(conn) = self.conns.get_mut(key) {
-            let mut out = Vec::new();
-            write(&mut out);
-            conn.out.push_owned(out);
+            conn.out.push_owned(bytes);
         }
+    }
+
+    /// Queues what `write` produces for `key`.
+    fn push_reply(&mut self, key: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        let mut out = Vec::new();
+        write(&mut out);
+        self.queue(key, out);
     }
 
     // ---- WebSocket -------------------------------------------------------------------------
@@ -557,28 +556,25 @@ impl Server {
         };
         let decoder =
             slot.get_or_insert_with(|| Box::new(ws::Decoder::new(ws::Role::Server, max_message)));
+        // Every answer to this batch of input goes into one buffer.
+        let mut answers = Vec::new();
         let mut used = 0;
         let mut closing = false;
         while used < data.len() && !closing {
-            let mut frame = Vec::new();
-            let (n, answered) = reply::ws_step(decoder, &data[used..], &mut frame);
+            let (n, answered) = reply::ws_step(decoder, &data[used..], &mut answers);
             used += n;
             let Some(closes) = answered else {
                 break;
             };
             closing = closes;
-            out.push_owned(frame);
         }
+        out.push_owned(answers);
         if decoder.is_idle() {
             *slot = None;
         }
         if closing {
             self.unsubscribe(key);
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.phase = Phase::Closing { write_shut: false };
-                self.set_deadline(key, self.now + LINGER_MS);
-                self.flush(key);
-            }
+            self.request_done(key, false);
             return data.len();
         }
         // Echoes wait below half the write-queue bound, so they never get a reading client cut
@@ -779,7 +775,8 @@ impl Server {
                 // A silent new connection, or an idle keep-alive one.
                 Phase::Head { started: false } | Phase::Closing { .. } => self.close(key),
                 Phase::Head { started: true } | Phase::Body(_) => self.fail(key, 408),
-                Phase::Poll { .. } => self.answer_poll_empty(key),
+                // Timed out: answered with whatever is newer, which is usually nothing (`[]`).
+                Phase::Poll { .. } => self.answer_poll(key),
                 Phase::Ws(_) => {
                     self.unsubscribe(key);
                     self.push_reply(key, |out| {
@@ -811,17 +808,6 @@ impl Server {
             self.accept_retry_at = 0;
             self.accept_pending = true;
         }
-    }
-
-    fn answer_poll_empty(&mut self, key: usize) {
-        let Some(Phase::Poll { keep_alive }) = self.conns.get(key).map(|c| &c.phase) else {
-            return;
-        };
-        let keep_alive = *keep_alive;
-        self.unsubscribe(key);
-        self.push_reply(key, |out| reply::poll(out, b"[]", keep_alive));
-        self.request_done(key, keep_alive);
-        self.process_buffered(key);
     }
 
     // ---- stats and shutdown ----------------------------------------------------------------
