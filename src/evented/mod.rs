@@ -755,10 +755,15 @@ impl Server {
 
     // ---- time ------------------------------------------------------------------------------
 
+    /// Sets `key`'s deadline. The heap always holds an entry at or before a connection's
+    /// deadline, so only a deadline that moves earlier needs a new one: the idle timeout pushed
+    /// back by every read costs nothing here, and is re-armed when the earlier entry comes due.
     fn set_deadline(&mut self, key: usize, at: u64) {
         if let Some(conn) = self.conns.get_mut(key) {
+            if conn.deadline == 0 || at < conn.deadline {
+                self.timers.schedule(key, at);
+            }
             conn.deadline = at;
-            self.timers.schedule(key, at);
         }
     }
 
@@ -767,7 +772,13 @@ impl Server {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if conn.deadline != at {
+            if conn.deadline == 0 || conn.deadline < at {
+                // Cleared, or an earlier entry already handled it.
+                continue;
+            }
+            if conn.deadline > at {
+                // Pushed back since this entry was made: come back then.
+                self.timers.schedule(key, conn.deadline);
                 continue;
             }
             conn.deadline = 0;

@@ -1,7 +1,8 @@
 //! Per-connection deadlines for the event loop. Each connection keeps its one current deadline;
-//! the heap holds candidate wake-up times, and an entry counts only while it still matches the
-//! connection's deadline. Stale entries are skipped when popped, and the heap is rebuilt when
-//! they pile up, so it stays within a small multiple of the number of connections.
+//! the heap holds candidate wake-up times, at least one at or before each deadline. An entry that
+//! comes due is checked against the connection's deadline (the loop re-arms or skips it), and the
+//! heap is rebuilt when stale entries pile up, so it stays within a small multiple of the number
+//! of connections.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
