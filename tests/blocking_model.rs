@@ -98,6 +98,17 @@ fn stat(v: &serde_json::Value, path: &[&str]) -> u64 {
         .unwrap_or_else(|| panic!("no {path:?} in stats {v}"))
 }
 
+/// A blocking server with a thread per connection, plus `extra` flags.
+fn unbounded(extra: &[&str]) -> Server {
+    Server::start(
+        &[
+            &["--model", "blocking", "--threads", "unbounded"][..],
+            extra,
+        ]
+        .concat(),
+    )
+}
+
 /// With every worker held by an SSE client, the probe is accepted but not answered; once one
 /// client leaves, its worker takes the probe.
 fn pool_starves_then_recovers(threads: usize) {
@@ -135,7 +146,7 @@ fn the_sequential_server_is_held_by_one_sse_client() {
 
 #[test]
 fn unbounded_threads_answer_the_probe_past_100_subscribers() {
-    let server = Server::start(&["--model", "blocking", "--threads", "unbounded"]);
+    let server = unbounded(&[]);
     let clients: Vec<TcpStream> = (0..100).map(|_| open_sse(&server)).collect();
     let mut probe = send_probe(&server);
     let r = read_response(&mut probe);
@@ -171,7 +182,7 @@ fn settled_threads(server: &Server) -> u64 {
 
 #[test]
 fn a_websocket_costs_two_threads() {
-    let server = Server::start(&["--model", "blocking", "--threads", "unbounded"]);
+    let server = unbounded(&[]);
     let before = settled_threads(&server);
     let mut ws = open_ws(&server);
     server.wait_stats("a reader and a writer thread for the WebSocket", |s| {
@@ -302,16 +313,7 @@ fn out_of_descriptors_the_server_waits_and_recovers() {
 
 #[test]
 fn a_subscriber_that_stops_reading_is_cut_off() {
-    let server = Server::start(&[
-        "--model",
-        "blocking",
-        "--threads",
-        "unbounded",
-        "--tick-ms",
-        "0",
-        "--max-write-queue",
-        "65536",
-    ]);
+    let server = unbounded(&["--tick-ms", "0", "--max-write-queue", "65536"]);
     let _stuck = open_sse(&server);
     let mut publisher = server.connect();
     let text = "x".repeat(16 * 1024);
@@ -356,14 +358,7 @@ fn echo_is_streamed_as_the_body_arrives() {
 
 #[test]
 fn shutdown_says_goodbye_on_every_route_and_exits() {
-    let mut server = Server::start(&[
-        "--model",
-        "blocking",
-        "--threads",
-        "unbounded",
-        "--tick-ms",
-        "0",
-    ]);
+    let mut server = unbounded(&["--tick-ms", "0"]);
     let mut sse = open_sse(&server);
     let mut stream = server.connect();
     stream
