@@ -4,6 +4,13 @@ use std::net::SocketAddr;
 
 /// Largest `POST /publish` body (the contract's 64 KiB).
 pub const MAX_PUBLISH_BYTES: u64 = 64 * 1024;
+/// After the last bytes are written and our FIN is sent, how long to wait for the peer's FIN:
+/// closing with unread input would send an RST that can destroy the answer before it is read.
+pub const LINGER_MS: u64 = 2_000;
+/// How long shutdown waits for connections to say goodbye before cutting them off.
+pub const SHUTDOWN_GRACE_MS: u64 = 3_000;
+/// Retry accepting this soon after running out of descriptors (or another accept error).
+pub const ACCEPT_RETRY_MS: u64 = 100;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -48,6 +55,15 @@ pub enum Threads {
     Unbounded,
     /// A fixed pool of this many workers (1 is the sequential server).
     Pool(usize),
+}
+
+impl ServerConfig {
+    /// Echoed bytes a connection may have waiting before reading from it pauses: backpressure
+    /// instead of buffering, and below half the write-queue bound, so echoes never get a client
+    /// that reads cut off as too slow.
+    pub fn echo_high_water(&self) -> usize {
+        (256 * 1024).min(self.max_write_queue / 2)
+    }
 }
 
 impl Default for ServerConfig {

@@ -22,6 +22,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::app::config::LINGER_MS;
 use crate::app::hub::Transport;
 use crate::app::outq::OutQueue;
 use crate::app::reply;
@@ -35,11 +36,6 @@ use super::{millis, Shared};
 
 /// Bytes read per `read()` call.
 const READ_CHUNK: usize = 8 * 1024;
-/// After the last bytes are written and our FIN is sent, wait this long for the peer's FIN:
-/// closing with unread input would send an RST that can destroy the answer before it is read.
-const LINGER_MS: u64 = 2_000;
-/// A WebSocket reader waits while this many echoed bytes are not yet taken by the writer.
-const ECHO_HIGH_WATER: usize = 256 * 1024;
 /// Non-blocking reads per wake-up of a subscriber thread looking for its client's departure.
 const LIVENESS_READS: usize = 16;
 /// A subscriber thread with nothing to write wakes this often to see whether its client left
@@ -465,9 +461,8 @@ impl Conn {
         let idle = millis(shared.cfg.idle_timeout_ms);
         let max_message = shared.cfg.max_message;
         let mut deadline = Instant::now() + idle;
-        // Echoes wait below half the write-queue bound, so they never get a reading client cut
-        // off as too slow.
-        let echo_high_water = ECHO_HIGH_WATER.min(shared.cfg.max_write_queue / 2);
+        // The reader waits while this many echoed bytes are not yet taken by the writer.
+        let echo_high_water = shared.cfg.echo_high_water();
         // Exists only while a frame or fragmented message is partial.
         let mut decoder: Option<Box<ws::Decoder>> = None;
         loop {

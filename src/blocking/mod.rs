@@ -40,7 +40,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::app::config::{ServerConfig, Threads};
+use crate::app::config::{ServerConfig, Threads, ACCEPT_RETRY_MS, SHUTDOWN_GRACE_MS};
 use crate::app::hub::KINDS;
 use crate::app::stats::Stats;
 use crate::sys;
@@ -51,12 +51,8 @@ use live::{Live, Tracked};
 use pool::Queue;
 use reject::Rejecter;
 
-/// How long shutdown waits for connections to say goodbye before cutting them off.
-const SHUTDOWN_GRACE_MS: u64 = 3_000;
 /// After cutting them off, how long to wait for their threads to let go of the sockets.
 const SHUTDOWN_CUT_MS: u64 = 500;
-/// Retry accepting this soon after running out of descriptors (or another accept error).
-const ACCEPT_RETRY_MS: u64 = 100;
 /// Refused threads are logged at most this often.
 const SPAWN_LOG_EVERY: Duration = Duration::from_secs(5);
 /// Stack of the server's own threads (accept, ticker, reject): they need little.

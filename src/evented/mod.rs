@@ -14,7 +14,7 @@ use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::app::config::ServerConfig;
+use crate::app::config::{ServerConfig, ACCEPT_RETRY_MS, LINGER_MS, SHUTDOWN_GRACE_MS};
 use crate::app::hub::{Hub, PollStart, Transport};
 use crate::app::reply;
 use crate::app::route::{self, Route, Start};
@@ -34,15 +34,6 @@ const ACCEPT_BATCH: usize = 256;
 /// Reads per connection per loop turn, so one fast sender cannot freeze the others.
 const READS_PER_TURN: usize = 16;
 const READ_CHUNK: usize = 64 * 1024;
-/// After the last bytes are written and our FIN is sent, wait this long for the peer's FIN: closing
-/// with unread input would send an RST that can destroy the reply before the peer reads it.
-const LINGER_MS: u64 = 2_000;
-/// How long shutdown waits for connections to flush.
-const SHUTDOWN_GRACE_MS: u64 = 3_000;
-/// Retry accepting this soon after running out of descriptors.
-const ACCEPT_RETRY_MS: u64 = 100;
-/// Echoed bytes queued past this pause reading: backpressure instead of buffering.
-const ECHO_HIGH_WATER: usize = 256 * 1024;
 
 /// Serves `cfg` until SIGINT or SIGTERM. `ready` is called with the bound address once the
 /// listener accepts connections.
@@ -438,7 +429,7 @@ impl Server {
             let mut framed = Vec::with_capacity(decoded.len() + 16);
             reply::echo_data(&mut framed, &decoded, *chunked);
             conn.out.push_owned(framed);
-            if conn.out.len() > ECHO_HIGH_WATER {
+            if conn.out.len() > self.cfg.echo_high_water() {
                 conn.read_paused = true;
             }
         }
@@ -577,9 +568,7 @@ impl Server {
             self.request_done(key, false);
             return data.len();
         }
-        // Echoes wait below half the write-queue bound, so they never get a reading client cut
-        // off as too slow.
-        if out.len() > ECHO_HIGH_WATER.min(self.cfg.max_write_queue / 2) {
+        if out.len() > self.cfg.echo_high_water() {
             conn.read_paused = true;
         }
         self.set_deadline(key, self.now + self.cfg.idle_timeout_ms);
