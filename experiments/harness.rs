@@ -1,6 +1,7 @@
 //! What every experiment needs: servers and load generators as child processes of this very
 //! binary, a live view fed by the load generators' per-second records, and a results folder.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ pub struct ServerProc {
 
 impl ServerProc {
     /// Starts `c10k serve --listen 127.0.0.1:0 ARGS` and waits for its `listening on` line.
-    pub fn start(label: &str, args: &[String]) -> Result<ServerProc, String> {
+    pub fn start(label: &str, args: &[impl AsRef<OsStr>]) -> Result<ServerProc, String> {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find the c10k binary: {e}"))?;
         let mut child = Command::new(exe)
@@ -98,7 +99,7 @@ impl LoadProc {
     pub fn start(
         target: SocketAddr,
         report_path: &Path,
-        args: &[String],
+        args: &[impl AsRef<OsStr>],
     ) -> Result<LoadProc, String> {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find the c10k binary: {e}"))?;
@@ -185,9 +186,9 @@ impl Drop for LoadProc {
     }
 }
 
-/// `results/NAME/`, created if needed.
-pub fn results_dir(name: &str) -> Result<PathBuf, String> {
-    let dir = PathBuf::from("results").join(name);
+/// Where an experiment writes: `out` if given, else `results/NAME/`; created if needed.
+pub fn results_dir(name: &str, out: Option<&Path>) -> Result<PathBuf, String> {
+    let dir = out.map_or_else(|| PathBuf::from("results").join(name), Path::to_path_buf);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     Ok(dir)
 }

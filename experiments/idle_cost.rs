@@ -52,14 +52,7 @@ pub struct Row {
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
-    let dir = match &args.out {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            dir.clone()
-        }
-        None => harness::results_dir("idle-cost")?,
-    };
+    let dir = harness::results_dir("idle-cost", args.out.as_deref())?;
     println!("idle cost: resident memory and threads per idle connection");
     println!("machine: {}", harness::machine());
     println!("command: {}", harness::command_line());
@@ -112,14 +105,12 @@ fn measure(
     n: u64,
     args: &Args,
 ) -> Result<Row, String> {
-    let mut server_args: Vec<String> = ["--model", model, "--tick-ms", "0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let stack_size = args.stack_size.map(|bytes| bytes.to_string());
+    let mut server_args = vec!["--model", model, "--tick-ms", "0"];
     if model == "blocking" {
-        server_args.extend(["--threads".to_string(), "unbounded".to_string()]);
-        if let Some(bytes) = args.stack_size {
-            server_args.extend(["--stack-size".to_string(), bytes.to_string()]);
+        server_args.extend(["--threads", "unbounded"]);
+        if let Some(bytes) = &stack_size {
+            server_args.extend(["--stack-size", bytes]);
         }
     }
     let mut server = ServerProc::start(model, &server_args)?;
@@ -128,23 +119,26 @@ fn measure(
     let before = server
         .reading()
         .ok_or("the server exited before it was measured")?;
-    let load_args: Vec<String> = [
+    let (count, ramp, hold, pid) = (
+        n.to_string(),
+        args.ramp_per_sec.to_string(),
+        args.hold_s.to_string(),
+        server.pid().to_string(),
+    );
+    let load_args = [
         "--kind",
         kind,
         "--connections",
-        &n.to_string(),
+        &count,
         "--ramp-per-sec",
-        &args.ramp_per_sec.to_string(),
+        &ramp,
         "--hold-s",
-        &args.hold_s.to_string(),
+        &hold,
         "--probe-ms",
         "1000",
         "--server-pid",
-        &server.pid().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+        &pid,
+    ];
     let report_path = dir.join(format!("{model}-{kind}-{n}.json"));
     let mut load = LoadProc::start(server.addr, &report_path, &load_args)?;
     // Sample the server throughout and keep each reading's highest value: the clients only

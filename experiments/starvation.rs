@@ -122,36 +122,26 @@ pub fn run(args: &Args) -> Result<(), String> {
         Some(n) => format!("blocking, pool of {n}"),
         None => "blocking, thread per connection".to_string(),
     };
-    let dir = match &args.out {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            dir.clone()
-        }
-        None => harness::results_dir("starvation")?,
-    };
+    let dir = harness::results_dir("starvation", args.out.as_deref())?;
 
     println!("starvation: {clients} long-lived {} clients, {ramp}/s, against both servers; a probe every {} ms", args.kind, args.probe_ms);
     println!("machine: {}", harness::machine());
     println!("command: {}", harness::command_line());
     let tick = args.tick_ms.to_string();
-    let mut evented = ServerProc::start(
-        "evented",
-        &strings(&["--model", "evented", "--tick-ms", &tick]),
-    )?;
+    let mut evented = ServerProc::start("evented", &["--model", "evented", "--tick-ms", &tick])?;
     let mut blocking = ServerProc::start(
         &blocking_label,
-        &strings(&[
+        &[
             "--model",
             "blocking",
             "--threads",
             &args.threads,
             "--tick-ms",
             &tick,
-        ]),
+        ],
     )?;
     let load_args = |server: &ServerProc| {
-        strings(&[
+        [
             "--kind",
             &args.kind,
             "--connections",
@@ -166,7 +156,8 @@ pub fn run(args: &Args) -> Result<(), String> {
             &args.probe_timeout_ms.to_string(),
             "--server-pid",
             &server.pid().to_string(),
-        ])
+        ]
+        .map(str::to_string)
     };
     let mut loads = [
         LoadProc::start(
@@ -232,10 +223,6 @@ pub fn run(args: &Args) -> Result<(), String> {
         dir.display()
     );
     Ok(())
-}
-
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
 }
 
 fn live_cells(s: Option<&Second>) -> String {

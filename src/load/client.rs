@@ -352,8 +352,8 @@ impl Session {
             Kind::Ws => {
                 let key = self.ws_key.take().unwrap_or_default();
                 let accept = head.header("sec-websocket-accept").unwrap_or_default();
-                if !has_token(&head, "upgrade", "websocket")
-                    || !has_token(&head, "connection", "upgrade")
+                if !head.has_token("upgrade", "websocket")
+                    || !head.has_token("connection", "upgrade")
                     || accept != ws::accept_key(key.as_bytes()).as_bytes()
                 {
                     return Err(Fail::new(Cause::Other, "bad WebSocket handshake answer"));
@@ -401,15 +401,6 @@ fn poll_request(out: &mut Vec<u8>, host: &str, after: Option<u64>) {
 
 fn parse_event(json: &[u8]) -> Result<Delivered, Fail> {
     serde_json::from_slice(json).map_err(|_| Fail::new(Cause::Other, "event is not the event JSON"))
-}
-
-/// Whether a field's comma-separated list holds `token` (case-insensitive).
-fn has_token(head: &ResponseHead, name: &str, token: &str) -> bool {
-    head.headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .flat_map(|(_, v)| v.split(|&b| b == b','))
-        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 #[cfg(test)]

@@ -194,6 +194,11 @@ impl ResponseHead {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         first_value(&self.headers, name)
     }
+
+    /// Whether any field named `name` holds `token` in its comma-separated list (case-insensitive).
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        has_token(&self.headers, name, token)
+    }
 }
 
 /// Parses a response head from the start of `buf`; same contract as `parse_request_head`.
