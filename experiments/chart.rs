@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 /// One line on a panel.
@@ -77,26 +79,31 @@ fn draw_panel<DB: DrawingBackend>(
         .x_label_area_size(30)
         .y_label_area_size(70);
     if panel.log_y {
-        let mut chart =
-            builder.build_cartesian_2d(0f64..t_max, (panel.y_min..y_max).log_scale())?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(&panel.y_label)
-            .light_line_style(WHITE)
-            .draw()?;
-        draw_series(&mut chart, panel)?;
+        let chart = builder.build_cartesian_2d(0f64..t_max, (panel.y_min..y_max).log_scale())?;
+        draw_chart(chart, panel, x_label)
     } else {
-        let mut chart = builder.build_cartesian_2d(0f64..t_max, panel.y_min..y_max)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(&panel.y_label)
-            .light_line_style(WHITE)
-            .draw()?;
-        draw_series(&mut chart, panel)?;
+        let chart = builder.build_cartesian_2d(0f64..t_max, panel.y_min..y_max)?;
+        draw_chart(chart, panel, x_label)
     }
-    Ok(())
+}
+
+/// The mesh, the series and their legend, on axes of either scale.
+fn draw_chart<'a, DB, Y>(
+    mut chart: ChartContext<'a, DB, Cartesian2d<RangedCoordf64, Y>>,
+    panel: &Panel,
+    x_label: &str,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+where
+    DB: DrawingBackend + 'a,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(&panel.y_label)
+        .light_line_style(WHITE)
+        .draw()?;
+    draw_series(&mut chart, panel)
 }
 
 fn draw_series<'a, DB, CT>(
