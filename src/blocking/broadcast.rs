@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -22,7 +22,7 @@ use crate::app::hub::{self, Event, Hub, Transport};
 use crate::sys;
 
 use super::live::Socket;
-use super::lock;
+use super::{lock, wait_while};
 
 /// No slot in the registry.
 const UNREGISTERED: usize = usize::MAX;
@@ -149,23 +149,9 @@ impl Subscriber {
     /// Waits until there is something to write or the subscription ends (or `until` passes),
     /// then takes everything queued. After `Cut`, nothing is handed out.
     pub fn take(&self, until: Option<Instant>) -> Taken {
-        let mut mb = lock(&self.mailbox);
-        while mb.items.is_empty() && mb.end.is_none() {
-            match until {
-                None => mb = self.ready.wait(mb).unwrap_or_else(PoisonError::into_inner),
-                Some(until) => {
-                    let now = Instant::now();
-                    if now >= until {
-                        break;
-                    }
-                    mb = self
-                        .ready
-                        .wait_timeout(mb, until - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-            }
-        }
+        let mut mb = wait_while(&self.ready, lock(&self.mailbox), until, |mb| {
+            mb.items.is_empty() && mb.end.is_none()
+        });
         let items = std::mem::take(&mut mb.items);
         mb.bytes = 0;
         let end = mb.end;
@@ -180,10 +166,9 @@ impl Subscriber {
     /// `high_water` bytes wait, so a client that sends faster than it reads is slowed down
     /// instead of buffered for. Returns `false` once the subscription has ended.
     pub fn push_own(&self, bytes: Vec<u8>, high_water: usize) -> bool {
-        let mut mb = lock(&self.mailbox);
-        while mb.end.is_none() && mb.bytes > high_water {
-            mb = self.room.wait(mb).unwrap_or_else(PoisonError::into_inner);
-        }
+        let mut mb = wait_while(&self.room, lock(&self.mailbox), None, |mb| {
+            mb.end.is_none() && mb.bytes > high_water
+        });
         if mb.end.is_some() {
             return false;
         }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use slab::Slab;
 
-use super::lock;
+use super::{lock, wait_while};
 
 /// An accepted socket, shared by its connection thread, a WebSocket writer and the registry.
 #[derive(Debug)]
@@ -83,21 +83,10 @@ impl Live {
 
     /// Waits until no connection is open, or `until`; returns whether none is.
     pub fn wait_empty(&self, until: Instant) -> bool {
-        let mut socks = lock(&self.socks);
-        loop {
-            if socks.is_empty() {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= until {
-                return false;
-            }
-            socks = self
-                .emptied
-                .wait_timeout(socks, until - now)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
+        let socks = wait_while(&self.emptied, lock(&self.socks), Some(until), |s| {
+            !s.is_empty()
+        });
+        socks.is_empty()
     }
 }
 

@@ -220,21 +220,10 @@ impl Stop {
 
     /// Sleeps until `until`; returns `true` (early) when the server is shutting down.
     pub fn sleep_until(&self, until: Instant) -> bool {
-        let mut guard = lock(&self.lock);
-        loop {
-            if self.is_set() {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= until {
-                return false;
-            }
-            guard = self
-                .wake
-                .wait_timeout(guard, until - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        let _guard = wait_while(&self.wake, lock(&self.lock), Some(until), |_| {
+            !self.is_set()
+        });
+        self.is_set()
     }
 }
 
@@ -242,6 +231,27 @@ impl Stop {
 /// (counters and queues), so poisoning is not propagated.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Waits on `cv` while `waiting` holds, until `until` at the latest (`None`: for as long as it
+/// takes); poisoning is not propagated, as in `lock`.
+pub(crate) fn wait_while<'a, T>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, T>,
+    until: Option<Instant>,
+    waiting: impl FnMut(&mut T) -> bool,
+) -> MutexGuard<'a, T> {
+    match until {
+        None => cv
+            .wait_while(guard, waiting)
+            .unwrap_or_else(PoisonError::into_inner),
+        Some(until) => {
+            let timeout = until.saturating_duration_since(Instant::now());
+            cv.wait_timeout_while(guard, timeout, waiting)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0
+        }
+    }
 }
 
 /// Milliseconds as a `Duration`, at least one (socket timeouts of zero mean "none").

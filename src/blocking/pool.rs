@@ -6,10 +6,10 @@
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::live::Tracked;
-use super::{conn, lock, Shared};
+use super::{conn, lock, wait_while, Shared};
 
 /// A bounded blocking queue that can be closed.
 #[derive(Debug)]
@@ -42,13 +42,9 @@ impl<T> Queue<T> {
 
     /// Adds `item`, waiting while the queue is full; gives it back once the queue is closed.
     pub fn push(&self, item: T) -> Result<(), T> {
-        let mut state = lock(&self.state);
-        while !state.closed && state.items.len() >= self.capacity {
-            state = self
-                .not_full
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+        let mut state = wait_while(&self.not_full, lock(&self.state), None, |s| {
+            !s.closed && s.items.len() >= self.capacity
+        });
         if state.closed {
             return Err(item);
         }
@@ -60,21 +56,16 @@ impl<T> Queue<T> {
 
     /// Takes the oldest item, waiting while the queue is empty; `None` once it is closed.
     pub fn pop(&self) -> Option<T> {
-        let mut state = lock(&self.state);
-        loop {
-            if state.closed {
-                return None;
-            }
-            if let Some(item) = state.items.pop_front() {
-                drop(state);
-                self.not_full.notify_one();
-                return Some(item);
-            }
-            state = self
-                .not_empty
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+        let mut state = wait_while(&self.not_empty, lock(&self.state), None, |s| {
+            !s.closed && s.items.is_empty()
+        });
+        if state.closed {
+            return None;
         }
+        let item = state.items.pop_front();
+        drop(state);
+        self.not_full.notify_one();
+        item
     }
 
     /// Closes the queue, wakes everyone waiting, and returns what was still in it.
