@@ -11,3 +11,4 @@ pub mod experiments;
 pub mod load;
 pub mod proto;
 pub mod sys;
+pub mod timers;

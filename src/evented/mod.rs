@@ -4,7 +4,6 @@
 
 mod conn;
 mod subscribers;
-mod timers;
 
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
@@ -22,10 +21,10 @@ use crate::app::stats::Stats;
 use crate::proto::http::{self, BodyDecoder, RequestHead};
 use crate::proto::ws;
 use crate::sys;
+use crate::timers::Deadlines;
 
 use conn::{BodyState, Conn, Phase};
 use subscribers::{Kind, Subscribers, Visit, KINDS};
-use timers::Timers;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -63,7 +62,7 @@ pub fn serve(cfg: ServerConfig, ready: impl FnOnce(SocketAddr)) -> io::Result<()
         conns: Slab::new(),
         hub: Hub::new(cfg.retain),
         subs: Subscribers::default(),
-        timers: Timers::default(),
+        timers: Deadlines::default(),
         scratch: vec![0; READ_CHUNK],
         epoch: Instant::now(),
         now: 0,
@@ -89,7 +88,7 @@ struct Server {
     conns: Slab<Conn>,
     hub: Hub,
     subs: Subscribers,
-    timers: Timers,
+    timers: Deadlines,
     cfg: ServerConfig,
     /// The one read buffer every connection reads into; leftovers move to the connection.
     scratch: Vec<u8>,
@@ -744,32 +743,21 @@ impl Server {
 
     // ---- time ------------------------------------------------------------------------------
 
-    /// Sets `key`'s deadline. The heap always holds an entry at or before a connection's
-    /// deadline, so only a deadline that moves earlier needs a new one: the idle timeout pushed
-    /// back by every read costs nothing here, and is re-armed when the earlier entry comes due.
     fn set_deadline(&mut self, key: usize, at: u64) {
         if let Some(conn) = self.conns.get_mut(key) {
-            if conn.deadline == 0 || at < conn.deadline {
-                self.timers.schedule(key, at);
-            }
+            self.timers.set(key, conn.deadline, at);
             conn.deadline = at;
         }
     }
 
     fn run_timers(&mut self) {
-        while let Some((at, key)) = self.timers.pop_due(self.now) {
+        while let Some(key) = self
+            .timers
+            .next_expired(self.now, |k| self.conns.get(k).map(|c| c.deadline))
+        {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if conn.deadline == 0 || conn.deadline < at {
-                // Cleared, or an earlier entry already handled it.
-                continue;
-            }
-            if conn.deadline > at {
-                // Pushed back since this entry was made: come back then.
-                self.timers.schedule(key, conn.deadline);
-                continue;
-            }
             conn.deadline = 0;
             match conn.phase {
                 // A silent new connection, or an idle keep-alive one.
@@ -787,14 +775,8 @@ impl Server {
                 Phase::Sse | Phase::Stream { .. } => {}
             }
         }
-        if self.timers.needs_compaction(self.conns.len()) {
-            let live = self
-                .conns
-                .iter()
-                .filter(|(_, c)| c.deadline != 0)
-                .map(|(k, c)| (k, c.deadline));
-            self.timers.rebuild(live);
-        }
+        let live = self.conns.iter().map(|(k, c)| (k, c.deadline));
+        self.timers.compact(self.conns.len(), live);
         if self.cfg.tick_ms > 0 && self.now >= self.next_tick && self.shutdown_at.is_none() {
             self.hub.publish_tick(sys::now_ns());
             self.broadcast_started();

@@ -7,8 +7,7 @@
 //! most one entry per connection: a deadline only ever moves later, so an entry that comes due
 //! early is pushed back to the connection's current deadline instead of being duplicated.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -20,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use slab::Slab;
 
 use crate::sys;
+use crate::timers::Deadlines;
 
 use super::client::{Delivered, Fail, Io, Rng, Session};
 use super::net::{self, Cause};
@@ -61,16 +61,12 @@ pub struct ConnPlan {
 
 struct Conn {
     sock: TcpStream,
-    /// Distinguishes this connection from later ones in the same slab slot.
-    id: u64,
     session: Session,
     connected: bool,
     /// Bytes still to send.
     out: Vec<u8>,
     /// µs since the start; 0 for none.
     deadline: u64,
-    /// Whether the heap holds an entry for this connection.
-    armed: bool,
     last_send: u64,
     /// Counted in `counts.open` (rather than `connecting`): what `fail` must take back.
     counted_open: bool,
@@ -83,8 +79,7 @@ pub struct Conns {
     slab: Slab<Conn>,
     /// Connections attempted so far (the next one's index within this process).
     opened: u64,
-    deadlines: BinaryHeap<Reverse<(u64, usize, u64)>>,
-    next_id: u64,
+    deadlines: Deadlines,
     counts: Counts,
     events: u64,
     hist: Histogram<u64>,
@@ -104,8 +99,7 @@ impl Conns {
             plan,
             slab: Slab::new(),
             opened: 0,
-            deadlines: BinaryHeap::new(),
-            next_id: 0,
+            deadlines: Deadlines::default(),
             counts: Counts::default(),
             events: 0,
             hist: record::new_hist(),
@@ -135,7 +129,7 @@ impl Conns {
             return Some(0);
         }
         let open = (self.opened < self.plan.count).then(|| self.due_us(self.opened));
-        let deadline = self.deadlines.peek().map(|Reverse((at, _, _))| *at);
+        let deadline = self.deadlines.next();
         match (open, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -176,16 +170,12 @@ impl Conns {
         }
         let mut out = Vec::new();
         let session = Session::new(self.plan.kind, &self.host, &mut self.rng, &mut out);
-        let id = self.next_id;
-        self.next_id += 1;
         entry.insert(Conn {
             sock,
-            id,
             session,
             connected: false,
             out,
             deadline: 0,
-            armed: false,
             last_send: now_us,
             counted_open: false,
         });
@@ -194,45 +184,32 @@ impl Conns {
     }
 
     fn set_deadline(&mut self, key: usize, at: u64) {
-        let Some(conn) = self.slab.get_mut(key) else {
-            return;
-        };
-        conn.deadline = at;
-        if at != 0 && !conn.armed {
-            conn.armed = true;
-            self.deadlines.push(Reverse((at, key, conn.id)));
+        if let Some(conn) = self.slab.get_mut(key) {
+            self.deadlines.set(key, conn.deadline, at);
+            conn.deadline = at;
         }
     }
 
     /// Fails the connections whose deadline passed.
     pub fn expire(&mut self, now_us: u64) {
-        while let Some(&Reverse((at, key, id))) = self.deadlines.peek() {
-            if at > now_us {
-                return;
-            }
-            self.deadlines.pop();
-            let Some(conn) = self.slab.get_mut(key).filter(|c| c.id == id) else {
+        while let Some(key) = self
+            .deadlines
+            .next_expired(now_us, |k| self.slab.get(k).map(|c| c.deadline))
+        {
+            let Some(conn) = self.slab.get(key) else {
                 continue;
             };
-            conn.armed = false;
-            match conn.deadline {
-                0 => {}
-                d if d > now_us => {
-                    conn.armed = true;
-                    self.deadlines.push(Reverse((d, key, id)));
-                }
-                _ => {
-                    let why = if !conn.connected {
-                        "connect timed out"
-                    } else if conn.session.is_established() {
-                        "no answer to a long poll in time"
-                    } else {
-                        "no response head in time"
-                    };
-                    self.fail(key, Fail::new(Cause::TimedOut, why), now_us);
-                }
-            }
+            let why = if !conn.connected {
+                "connect timed out"
+            } else if conn.session.is_established() {
+                "no answer to a long poll in time"
+            } else {
+                "no response head in time"
+            };
+            self.fail(key, Fail::new(Cause::TimedOut, why), now_us);
         }
+        let live = self.slab.iter().map(|(k, c)| (k, c.deadline));
+        self.deadlines.compact(self.slab.len(), live);
     }
 
     /// Readiness for connection `key`.
