@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use c10k_lab::app::hub::{Hub, Transport};
+use c10k_lab::app::hub::{Encoding, Hub};
 use c10k_lab::app::outq::OutQueue;
 use c10k_lab::app::route;
 use c10k_lab::proto::{http, sse, ws};
@@ -68,7 +68,7 @@ fn server_sent_events(c: &mut Criterion) {
     let mut hub = Hub::new(1024);
     let mut stream = Vec::new();
     for i in 0..100 {
-        stream.extend_from_slice(hub.publish_tick(i).bytes(Transport::Sse));
+        stream.extend_from_slice(hub.publish_tick(i).bytes(Encoding::Sse));
     }
     let mut g = c.benchmark_group("sse/parse");
     g.throughput(Throughput::Bytes(stream.len() as u64));
@@ -102,7 +102,7 @@ fn broadcast(c: &mut Criterion) {
             b.iter(|| {
                 let event = hub.publish_tick(1);
                 for q in &mut queues {
-                    q.push_event(&event, Transport::Sse);
+                    q.push_event(&event, Encoding::Sse);
                 }
                 for q in &mut queues {
                     q.clear();

@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000}
 if [ $# -gt 1 ]; then batches=("${@:2}"); else batches=(512 128 64 32); fi
-cargo build --release --quiet
-bin=target/release/c10k
+[ -n "${C10K_BIN:-}" ] || cargo build --release --quiet
+bin=${C10K_BIN:-target/release/c10k}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixStream;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -41,6 +42,17 @@ pub fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<Tc
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(socket.into())
+}
+
+/// A socket that turns readable when SIGINT or SIGTERM arrives: the signal handler writes a
+/// byte to its other end, so a loop sees the signal like any input.
+pub fn signal_pipe() -> io::Result<UnixStream> {
+    let (rx, tx) = UnixStream::pair()?;
+    // A handler must never block on a full pipe.
+    tx.set_nonblocking(true)?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, tx.try_clone()?)?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, tx)?;
+    Ok(rx)
 }
 
 /// Nanoseconds since the Unix epoch.

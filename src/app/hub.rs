@@ -1,5 +1,5 @@
 //! The broadcast hub: one sequence for every event, a ring of retained events for replay, and
-//! each event encoded once per transport. Subscribers hold a reference to the shared encoding, so
+//! each event encoded once per wire encoding. Subscribers hold a reference to the shared encoding, so
 //! a fan-out to N clients costs N writes and no copies. Who the subscribers are is the I/O model's
 //! business; the hub only numbers, encodes and retains.
 
@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use crate::proto::{http, sse, ws};
 
-/// The wire forms of a broadcast event.
+/// An event's wire encoding: how its bytes look on one kind of connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
+pub enum Encoding {
     /// `id: SEQ\nevent: NAME\ndata: JSON\n\n`
     Sse,
     /// One chunk holding `JSON\n`.
@@ -23,24 +23,15 @@ pub enum Transport {
     Json,
 }
 
-impl Transport {
+impl Encoding {
     /// The `/stream` framing: chunks, or plain lines for an HTTP/1.0 client.
-    pub fn stream(chunked: bool) -> Transport {
+    pub fn stream(chunked: bool) -> Encoding {
         if chunked {
-            Transport::Chunk
+            Encoding::Chunk
         } else {
-            Transport::Line
+            Encoding::Line
         }
     }
-}
-
-/// How a long poll begins.
-#[derive(Debug, PartialEq, Eq)]
-pub enum PollStart {
-    /// Retained events are newer than what the client has: answer with this body now.
-    Answer(Vec<u8>),
-    /// Nothing newer yet: hold the poll until an event after this sequence number.
-    Wait(u64),
 }
 
 /// One broadcast event and its encodings, shared by every subscriber.
@@ -85,14 +76,14 @@ impl Event {
         }
     }
 
-    /// The event as it goes out on `transport`.
-    pub fn bytes(&self, transport: Transport) -> &[u8] {
-        match transport {
-            Transport::Sse => &self.sse,
-            Transport::Chunk => &self.chunk,
-            Transport::Line => &self.line,
-            Transport::Ws => &self.ws,
-            Transport::Json => &self.json,
+    /// The event in `encoding`.
+    pub fn bytes(&self, encoding: Encoding) -> &[u8] {
+        match encoding {
+            Encoding::Sse => &self.sse,
+            Encoding::Chunk => &self.chunk,
+            Encoding::Line => &self.line,
+            Encoding::Ws => &self.ws,
+            Encoding::Json => &self.json,
         }
     }
 }
@@ -156,15 +147,11 @@ impl Hub {
         self.ring.front().is_some_and(|e| e.seq > after + 1)
     }
 
-    /// Starts a long poll for events after `after`. It defaults to, and is capped at, the newest
-    /// event, so a client asking past it (a server restarted under it) waits for the next one.
-    pub fn start_poll(&self, after: Option<u64>) -> PollStart {
-        let after = after.map_or(self.last_seq, |a| a.min(self.last_seq));
-        if self.since(after).next().is_some() {
-            PollStart::Answer(self.poll_body(after))
-        } else {
-            PollStart::Wait(after)
-        }
+    /// Where a subscriber that asks for events after `after` starts: there, or at the newest
+    /// event when it asks for none (`None`) or for more than there is (a server restarted under
+    /// it), so it waits for the next one.
+    pub fn resume_point(&self, after: Option<u64>) -> u64 {
+        after.map_or(self.last_seq, |a| a.min(self.last_seq))
     }
 
     /// The JSON array `/poll` answers with: retained events with `seq > after`.
@@ -181,7 +168,7 @@ pub fn poll_body<'a>(events: impl Iterator<Item = &'a Arc<Event>>) -> Vec<u8> {
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(event.bytes(Transport::Json));
+        body.extend_from_slice(event.bytes(Encoding::Json));
     }
     body.push(b']');
     body
@@ -201,16 +188,18 @@ pub enum Kind {
     Poll = 3,
 }
 
-pub const KINDS: [Kind; 4] = [Kind::Sse, Kind::Stream, Kind::Ws, Kind::Poll];
+/// How many kinds of subscriber there are: per-kind tables are this long, indexed by `Kind`.
+pub const KIND_COUNT: usize = 4;
+pub const KINDS: [Kind; KIND_COUNT] = [Kind::Sse, Kind::Stream, Kind::Ws, Kind::Poll];
 
 impl Kind {
-    /// How events are framed for this kind (an HTTP/1.0 stream takes `Transport::Line`).
-    pub fn transport(self) -> Transport {
+    /// How events are encoded for this kind (an HTTP/1.0 stream takes `Encoding::Line`).
+    pub fn encoding(self) -> Encoding {
         match self {
-            Kind::Sse => Transport::Sse,
-            Kind::Stream => Transport::Chunk,
-            Kind::Ws => Transport::Ws,
-            Kind::Poll => Transport::Json,
+            Kind::Sse => Encoding::Sse,
+            Kind::Stream => Encoding::Chunk,
+            Kind::Ws => Encoding::Ws,
+            Kind::Poll => Encoding::Json,
         }
     }
 
@@ -250,7 +239,7 @@ mod tests {
     fn encodings_carry_the_same_json() {
         let mut hub = Hub::new(4);
         let e = hub.publish_message("a \"quoted\"\nline", 42);
-        let json = std::str::from_utf8(e.bytes(Transport::Json)).unwrap();
+        let json = std::str::from_utf8(e.bytes(Encoding::Json)).unwrap();
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(v["seq"], 1);
         assert_eq!(v["event"], "message");
@@ -259,7 +248,7 @@ mod tests {
 
         let mut parser = sse::Parser::new();
         let mut events = Vec::new();
-        parser.feed(e.bytes(Transport::Sse), &mut events);
+        parser.feed(e.bytes(Encoding::Sse), &mut events);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].data, json);
         assert_eq!(events[0].event_type, "message");
@@ -267,24 +256,24 @@ mod tests {
 
         let mut body = Vec::new();
         let mut dec = http::BodyDecoder::new(http::BodyFraming::Chunked, 1 << 20);
-        dec.decode(e.bytes(Transport::Chunk), &mut body).unwrap();
+        dec.decode(e.bytes(Encoding::Chunk), &mut body).unwrap();
         assert_eq!(body, format!("{json}\n").as_bytes());
-        assert_eq!(e.bytes(Transport::Line), body);
+        assert_eq!(e.bytes(Encoding::Line), body);
 
         let mut wsdec = ws::Decoder::new(ws::Role::Client, 1 << 20);
-        let (_, msg) = wsdec.decode(e.bytes(Transport::Ws)).unwrap();
+        let (_, msg) = wsdec.decode(e.bytes(Encoding::Ws)).unwrap();
         assert_eq!(msg, Some(ws::Message::Text(json.to_string())));
     }
 
     #[test]
-    fn a_poll_answers_at_once_or_waits_past_the_newest() {
+    fn a_subscriber_resumes_where_it_asks_or_at_the_newest() {
         let mut hub = Hub::new(8);
-        assert_eq!(hub.start_poll(None), PollStart::Wait(0));
+        assert_eq!(hub.resume_point(None), 0);
         hub.publish_tick(1);
         hub.publish_tick(2);
-        assert_eq!(hub.start_poll(None), PollStart::Wait(2));
-        assert_eq!(hub.start_poll(Some(99)), PollStart::Wait(2));
-        assert_eq!(hub.start_poll(Some(1)), PollStart::Answer(hub.poll_body(1)));
+        assert_eq!(hub.resume_point(None), 2);
+        assert_eq!(hub.resume_point(Some(99)), 2);
+        assert_eq!(hub.resume_point(Some(1)), 1);
     }
 
     #[test]

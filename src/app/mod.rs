@@ -1,5 +1,5 @@
-//! What the server does, whatever the I/O model: routing, the broadcast hub, replies, the
-//! bounded write queue and the counters. Like `proto`, nothing here does I/O or reads a clock:
+//! What the server does, whatever the I/O model: a connection's life (`session`), routing, the
+//! broadcast hub, replies, the bounded write queue and the counters. Like `proto`, nothing here does I/O or reads a clock:
 //! times come in as arguments.
 
 pub mod config;
@@ -7,4 +7,5 @@ pub mod hub;
 pub mod outq;
 pub mod reply;
 pub mod route;
+pub mod session;
 pub mod stats;

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 
-use super::hub::{Event, Transport};
+use super::hub::{Encoding, Event};
 
 /// At most this many buffers go into one `writev` call.
 const MAX_IOV: usize = 64;
@@ -15,96 +15,96 @@ const MAX_IOV: usize = 64;
 /// tiny replies does not become a long list of tiny buffers.
 const COALESCE_LIMIT: usize = 4096;
 
-#[derive(Debug)]
-enum Piece {
+/// A piece of output: bytes made for one connection, a broadcast event's shared encoding, or
+/// constant bytes.
+#[derive(Debug, Clone)]
+pub enum Piece {
     Owned(Vec<u8>),
-    Shared(Arc<Event>, Transport),
+    Shared(Arc<Event>, Encoding),
     Static(&'static [u8]),
 }
 
 impl Piece {
-    fn bytes(&self) -> &[u8] {
+    pub fn bytes(&self) -> &[u8] {
         match self {
             Piece::Owned(v) => v,
-            Piece::Shared(e, t) => e.bytes(*t),
+            Piece::Shared(e, enc) => e.bytes(*enc),
             Piece::Static(s) => s,
         }
     }
 }
 
-/// The bytes still to be written to one connection.
+/// The bytes still to be written to one connection. Empty, it owns nothing but a null pointer:
+/// the list of pieces is allocated when something is queued and given back once it is written.
 #[derive(Debug, Default)]
 pub struct OutQueue {
+    queued: Option<Box<Queued>>,
+}
+
+#[derive(Debug, Default)]
+struct Queued {
     pieces: VecDeque<Piece>,
     /// Bytes of the front piece already written.
     head_written: usize,
     len: usize,
 }
 
-/// The queue went past its bound: the connection is too slow and must be cut off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overflow;
-
 impl OutQueue {
     /// Bytes queued and not yet written.
     pub fn len(&self) -> usize {
-        self.len
+        self.queued.as_ref().map_or(0, |q| q.len)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
+    }
+
+    /// Queues a piece. Small owned pieces join the previous owned one, so a burst of tiny replies
+    /// does not become a long list of tiny buffers.
+    pub fn push(&mut self, piece: Piece) {
+        let size = piece.bytes().len();
+        if size == 0 {
+            return;
+        }
+        let q = self.queued.get_or_insert_with(Box::default);
+        q.len += size;
+        if let (Piece::Owned(bytes), Some(Piece::Owned(last))) = (&piece, q.pieces.back_mut()) {
+            if last.len() + bytes.len() <= COALESCE_LIMIT {
+                last.extend_from_slice(bytes);
+                return;
+            }
+        }
+        q.pieces.push_back(piece);
     }
 
     /// Queues bytes made for this connection.
     pub fn push_owned(&mut self, bytes: Vec<u8>) {
-        if bytes.is_empty() {
-            return;
-        }
-        self.len += bytes.len();
-        if let Some(Piece::Owned(last)) = self.pieces.back_mut() {
-            if last.len() + bytes.len() <= COALESCE_LIMIT {
-                last.extend_from_slice(&bytes);
-                return;
-            }
-        }
-        self.pieces.push_back(Piece::Owned(bytes));
+        self.push(Piece::Owned(bytes));
     }
 
-    /// Queues constant bytes (heartbeats, last chunks) without allocating.
+    /// Queues constant bytes (heartbeats, last chunks) without allocating them.
     pub fn push_static(&mut self, bytes: &'static [u8]) {
-        if bytes.is_empty() {
-            return;
-        }
-        self.len += bytes.len();
-        self.pieces.push_back(Piece::Static(bytes));
+        self.push(Piece::Static(bytes));
     }
 
     /// Queues a shared event encoding: a reference, not a copy.
-    pub fn push_event(&mut self, event: &Arc<Event>, transport: Transport) {
-        self.len += event.bytes(transport).len();
-        self.pieces
-            .push_back(Piece::Shared(Arc::clone(event), transport));
-    }
-
-    /// `Err(Overflow)` when more than `bound` bytes are queued.
-    pub fn check_bound(&self, bound: usize) -> Result<(), Overflow> {
-        if self.len > bound {
-            Err(Overflow)
-        } else {
-            Ok(())
-        }
+    pub fn push_event(&mut self, event: &Arc<Event>, encoding: Encoding) {
+        self.push(Piece::Shared(Arc::clone(event), encoding));
     }
 
     /// Writes as much as `w` takes without blocking (or, on a blocking socket, until all is
     /// written). Returns `Ok(true)` once the queue is empty, `Ok(false)` on `WouldBlock`.
     pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<bool> {
-        while !self.is_empty() {
+        let Some(q) = self.queued.as_mut() else {
+            return Ok(true);
+        };
+        while q.len > 0 {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let mut count = 0;
-            for (i, piece) in self.pieces.iter().take(MAX_IOV).enumerate() {
+            for (i, piece) in q.pieces.iter().take(MAX_IOV).enumerate() {
                 let bytes = piece.bytes();
                 slices[i] = IoSlice::new(if i == 0 {
-                    &bytes[self.head_written..]
+                    &bytes[q.head_written..]
                 } else {
                     bytes
                 });
@@ -112,17 +112,24 @@ impl OutQueue {
             }
             match w.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.advance(n),
+                Ok(n) => q.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        // Give the buffer list's memory back: an idle connection should own nothing.
-        self.pieces = VecDeque::new();
+        // An idle connection should own nothing.
+        self.queued = None;
         Ok(true)
     }
 
+    /// Drops everything queued.
+    pub fn clear(&mut self) {
+        self.queued = None;
+    }
+}
+
+impl Queued {
     fn advance(&mut self, mut n: usize) {
         self.len -= n;
         while n > 0 {
@@ -139,13 +146,6 @@ impl OutQueue {
                 n = 0;
             }
         }
-    }
-
-    /// Drops everything queued.
-    pub fn clear(&mut self) {
-        self.pieces = VecDeque::new();
-        self.head_written = 0;
-        self.len = 0;
     }
 }
 
@@ -183,11 +183,11 @@ mod tests {
         let e = hub.publish_message("payload", 1);
         let mut q = OutQueue::default();
         q.push_owned(b"head ".to_vec());
-        q.push_event(&e, Transport::Json);
+        q.push_event(&e, Encoding::Json);
         q.push_static(b" tail");
         q.push_owned(b"!".to_vec());
         let mut expected = b"head ".to_vec();
-        expected.extend_from_slice(e.bytes(Transport::Json));
+        expected.extend_from_slice(e.bytes(Encoding::Json));
         expected.extend_from_slice(b" tail!");
         assert_eq!(q.len(), expected.len());
 
@@ -207,13 +207,18 @@ mod tests {
     }
 
     #[test]
-    fn bound_is_reported() {
+    fn an_empty_queue_owns_nothing() {
+        assert_eq!(
+            std::mem::size_of::<OutQueue>(),
+            std::mem::size_of::<usize>()
+        );
         let mut q = OutQueue::default();
+        q.push_owned(Vec::new());
+        assert!(q.queued.is_none());
         q.push_owned(vec![0; 100]);
-        assert_eq!(q.check_bound(100), Ok(()));
         q.push_static(b"x");
-        assert_eq!(q.check_bound(100), Err(Overflow));
+        assert_eq!(q.len(), 101);
         q.clear();
-        assert!(q.is_empty());
+        assert!(q.is_empty() && q.queued.is_none());
     }
 }

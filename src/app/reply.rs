@@ -168,13 +168,31 @@ fn ws_answer(out: &mut Vec<u8>, received: Result<ws::Message, ws::WsError>) -> b
     false
 }
 
-/// Decodes the next message from `input` and appends the server's answer to `out`. Returns the
-/// bytes used and, once a message (or a violation) is complete, whether the connection closes
-/// after the answer; `None` when the decoder needs more input.
-pub fn ws_step(dec: &mut ws::Decoder, input: &[u8], out: &mut Vec<u8>) -> (usize, Option<bool>) {
+/// What one step of reading WebSocket input did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsStep {
+    /// Used this many bytes; the message (or frame) is not complete yet.
+    Partial(usize),
+    /// Used this many bytes and answered a complete message (a pong is answered with nothing).
+    Answered(usize),
+    /// Answered with a close frame: the connection ends after it, whatever input follows.
+    Closing,
+}
+
+/// Decodes the next message from `input` and appends the server's answer to `out`.
+pub fn ws_step(dec: &mut ws::Decoder, input: &[u8], out: &mut Vec<u8>) -> WsStep {
     match dec.decode(input) {
-        Ok((n, None)) => (n, None),
-        Ok((n, Some(msg))) => (n, Some(ws_answer(out, Ok(msg)))),
-        Err(e) => (input.len(), Some(ws_answer(out, Err(e)))),
+        Ok((n, None)) => WsStep::Partial(n),
+        Ok((n, Some(msg))) => {
+            if ws_answer(out, Ok(msg)) {
+                WsStep::Closing
+            } else {
+                WsStep::Answered(n)
+            }
+        }
+        Err(e) => {
+            ws_answer(out, Err(e));
+            WsStep::Closing
+        }
     }
 }

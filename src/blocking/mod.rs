@@ -28,9 +28,11 @@ mod broadcast;
 mod budget;
 mod conn;
 mod live;
+mod mailbox;
 mod pool;
 mod reject;
 mod ticker;
+mod ws;
 
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -64,10 +66,8 @@ pub fn serve(cfg: ServerConfig, ready: impl FnOnce(SocketAddr)) -> io::Result<()
     let listener = Arc::new(sys::listen(cfg.listen, cfg.backlog, cfg.reuse_port)?);
     let addr = listener.local_addr()?;
 
-    // The signal handler writes a byte into this socket pair; this thread blocks reading it.
-    let (mut signal_rx, signal_tx) = UnixStream::pair()?;
-    signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, signal_tx.try_clone()?)?;
-    signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, signal_tx)?;
+    // This thread blocks reading it until a signal arrives.
+    let mut signal_rx = sys::signal_pipe()?;
 
     let shared = Arc::new(Shared::new(cfg));
     if let Some(max) = shared.budget.max() {
@@ -108,6 +108,8 @@ pub(crate) struct Shared {
     pub bcast: Broadcaster,
     pub live: Arc<Live>,
     pub stop: Stop,
+    /// The sessions' clock starts here.
+    epoch: Instant,
     /// Threads that may still be started without running into `vm.max_map_count`.
     budget: Arc<Budget>,
     accepted: AtomicU64,
@@ -123,6 +125,7 @@ impl Shared {
             bcast: Broadcaster::new(cfg.retain, cfg.max_write_queue),
             live: Arc::new(Live::default()),
             stop: Stop::default(),
+            epoch: Instant::now(),
             budget: Arc::new(Budget::from_proc()),
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -130,6 +133,16 @@ impl Shared {
             refusal_logged: Mutex::new(None),
             cfg,
         }
+    }
+
+    /// Milliseconds on the sessions' clock.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// A time on the sessions' clock as an `Instant`.
+    pub fn instant_of(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
     }
 
     /// Starts a thread that serves connections (a connection thread, a pool worker or a
@@ -382,9 +395,11 @@ fn shutdown(
     if let Some(queue) = queue {
         drop(queue.close());
     }
-    // Subscribers end: WebSocket close 1001, the stream's last chunk, `[]` for held polls.
+    // Subscribers' threads ask their sessions for the goodbye: the stream's last chunk, `[]`
+    // for held polls.
     shared.bcast.shutdown();
-    // Threads blocked reading a request see end-of-file.
+    // Threads blocked reading a request or WebSocket frames see end-of-file and the stop flag
+    // (a WebSocket's goodbye is close 1001).
     shared.live.shutdown_readers();
     let open = shared.live.len();
     if !shared

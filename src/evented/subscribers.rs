@@ -4,7 +4,7 @@
 //! A connection may be visited twice when the list changes under a sweep; delivery is keyed by
 //! the last sequence number it received, so a second visit sends nothing.
 
-pub use crate::app::hub::{Kind, KINDS};
+use crate::app::hub::{Kind, KINDS, KIND_COUNT};
 
 /// What a visit should deliver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,16 +25,17 @@ struct Sweep {
 
 #[derive(Debug, Default)]
 pub struct Subscribers {
-    lists: [Vec<usize>; 4],
-    events: [Sweep; 4],
-    heartbeat: [Sweep; 4],
+    /// Slab keys by kind; `u32` keeps the lists at 4 bytes per subscriber.
+    lists: [Vec<u32>; KIND_COUNT],
+    events: [Sweep; KIND_COUNT],
+    heartbeat: [Sweep; KIND_COUNT],
 }
 
 impl Subscribers {
     /// Adds `key`; returns its index in the list, which the connection keeps for removal.
     pub fn add(&mut self, kind: Kind, key: usize) -> u32 {
         let list = &mut self.lists[kind as usize];
-        list.push(key);
+        list.push(key as u32);
         (list.len() - 1) as u32
     }
 
@@ -47,7 +48,7 @@ impl Subscribers {
             return None;
         }
         list.swap_remove(index);
-        list.get(index).copied()
+        list.get(index).map(|&k| k as usize)
     }
 
     pub fn count(&self, kind: Kind) -> usize {
@@ -100,7 +101,7 @@ impl Subscribers {
                 }
                 if sweep.cursor > 0 {
                     sweep.cursor -= 1;
-                    return Some((kind, list[sweep.cursor], visit));
+                    return Some((kind, list[sweep.cursor] as usize, visit));
                 }
             }
         }
@@ -125,7 +126,7 @@ mod tests {
             seen.push(key);
             if key % 3 == 0 {
                 // The visited entry sits at the cursor; remove it as a failed subscriber would.
-                let index = s.lists[0].iter().position(|&k| k == key).unwrap() as u32;
+                let index = s.lists[0].iter().position(|&k| k as usize == key).unwrap() as u32;
                 s.remove(kind, index);
             }
         }

@@ -67,11 +67,8 @@ pub struct Engine {
 
 /// A pipe that turns readable when SIGINT or SIGTERM arrives.
 pub fn stop_on_signals() -> io::Result<Receiver> {
-    let (rx, tx) = std::os::unix::net::UnixStream::pair()?;
+    let rx = crate::sys::signal_pipe()?;
     rx.set_nonblocking(true)?;
-    tx.set_nonblocking(true)?;
-    signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, tx.try_clone()?)?;
-    signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, tx)?;
     Ok(Receiver::from(OwnedFd::from(rx)))
 }
 

@@ -1,0 +1,168 @@
+//! Reading, writing and closing, and carrying out what a session asks for. A session is only
+//! ever called through `drive`, which hands it the time and the configuration, keeps the
+//! connection's deadline in the timer heap in step, and performs the actions it returns.
+
+use std::io::{self, Read};
+use std::net::Shutdown;
+
+use mio::{Interest, Token};
+
+use crate::app::hub::{Hub, Kind};
+use crate::app::session::{Action, Ctx, Session};
+use crate::sys;
+
+use super::Server;
+
+/// Reads per connection per loop turn, so one fast sender cannot freeze the others.
+const READS_PER_TURN: usize = 16;
+pub(super) const READ_CHUNK: usize = 64 * 1024;
+
+impl Server {
+    /// Calls `key`'s session, performs its actions, and writes what they queued.
+    pub(super) fn step(&mut self, key: usize, f: impl FnOnce(&mut Session, &mut Ctx, &Hub)) {
+        self.drive(key, f);
+        self.flush(key);
+    }
+
+    /// Calls `key`'s session and performs its actions (some of which call it again).
+    fn drive(&mut self, key: usize, f: impl FnOnce(&mut Session, &mut Ctx, &Hub)) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut actions = std::mem::take(&mut self.actions);
+        let before = conn.session.deadline();
+        let mut cx = Ctx {
+            cfg: &self.cfg,
+            now: self.now,
+            actions: &mut actions,
+        };
+        f(&mut conn.session, &mut cx, &self.hub);
+        self.timers.set(key, before, conn.session.deadline());
+        for action in actions.drain(..) {
+            self.perform(key, action);
+        }
+        self.actions = actions;
+    }
+
+    fn perform(&mut self, key: usize, action: Action) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match action {
+            Action::Write(piece) => conn.out.push(piece),
+            Action::Subscribe { kind, after } => {
+                conn.sub_index = self.subs.add(kind, key);
+                let from = self.hub.resume_point(after);
+                self.drive(key, |s, cx, hub| s.subscribed(cx, from, hub.since(from)));
+            }
+            Action::Unsubscribe(kind) => self.unsubscribe(key, kind),
+            Action::Publish(text) => {
+                let subscribers = self.subs.total() as u64;
+                let seq = self.hub.publish_message(&text, sys::now_ns()).seq;
+                self.broadcast_started();
+                self.drive(key, |s, cx, _| s.published(cx, seq, subscribers));
+            }
+            Action::Stats => {
+                let json = self.stats().to_json();
+                self.drive(key, |s, cx, _| s.stats(cx, &json));
+            }
+            // Reading stops by itself: `read` asks the session first.
+            Action::PauseReading => {}
+            // Edge-triggered readiness will not report input that is already waiting.
+            Action::ResumeReading => self.resume.push(key),
+            Action::ShutWrite => {
+                if conn.sock.shutdown(Shutdown::Write).is_err() {
+                    self.close(key);
+                }
+            }
+            Action::Close => {
+                // What the session handed out before closing still goes, as far as it will.
+                let _ = conn.out.write_to(&mut conn.sock);
+                self.close(key);
+            }
+        }
+    }
+
+    pub(super) fn read(&mut self, key: usize) {
+        for _ in 0..READS_PER_TURN {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if !conn.session.wants_input() {
+                return;
+            }
+            match conn.sock.read(&mut self.scratch) {
+                Ok(0) => return self.step(key, |s, cx, _| s.on_eof(cx)),
+                Ok(n) => {
+                    let scratch = std::mem::take(&mut self.scratch);
+                    self.step(key, |s, cx, _| s.on_input(cx, &scratch[..n]));
+                    self.scratch = scratch;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close(key),
+            }
+        }
+        // More may be waiting; edge-triggered readiness will not say so again.
+        self.resume.push(key);
+    }
+
+    /// Writes what is queued; tells the session when it drained or backed up.
+    pub(super) fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match conn.out.write_to(&mut conn.sock) {
+            Ok(true) => {
+                if conn.want_write {
+                    conn.want_write = false;
+                    let _ = self.poll.registry().reregister(
+                        &mut conn.sock,
+                        Token(key),
+                        Interest::READABLE,
+                    );
+                }
+                if conn.session.is_writing() {
+                    self.drive(key, |s, cx, _| s.on_drained(cx));
+                }
+            }
+            Ok(false) => {
+                if !conn.want_write {
+                    conn.want_write = true;
+                    let _ = self.poll.registry().reregister(
+                        &mut conn.sock,
+                        Token(key),
+                        Interest::READABLE | Interest::WRITABLE,
+                    );
+                }
+                let queued = conn.out.len();
+                self.drive(key, |s, cx, _| s.on_write_queue(cx, queued));
+            }
+            Err(_) => self.close(key),
+        }
+    }
+
+    pub(super) fn close(&mut self, key: usize) {
+        if let Some(kind) = self.conns.get(key).and_then(|c| c.session.subscription()) {
+            self.unsubscribe(key, kind);
+        }
+        if let Some(mut conn) = self.conns.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut conn.sock);
+            if self.fd_starved {
+                self.accept_pending = true;
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, key: usize, kind: Kind) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let index = std::mem::replace(&mut conn.sub_index, u32::MAX);
+        if let Some(moved) = self.subs.remove(kind, index) {
+            if let Some(other) = self.conns.get_mut(moved) {
+                other.sub_index = index;
+            }
+        }
+    }
+}
