@@ -412,8 +412,9 @@ impl Session {
     }
 
     fn ask(&mut self, cx: &mut Ctx, action: Action) {
+        // The deadline stays as it is (it is ignored while answering): a model's timer keeps
+        // its entry instead of making a new one when the next deadline is set.
         self.phase = Phase::Answering;
-        self.deadline = 0;
         cx.act(action);
     }
 
@@ -471,8 +472,8 @@ impl Session {
     // ---- subscribers -----------------------------------------------------------------------
 
     fn subscribe(&mut self, cx: &mut Ctx, kind: Kind, after: Option<u64>, head: Vec<u8>) {
+        // The deadline stays, as in `ask`.
         self.phase = Phase::Subscribing(Box::new(Subscribing { kind, head }));
-        self.deadline = 0;
         cx.act(Action::Subscribe { kind, after });
     }
 
