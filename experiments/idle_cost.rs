@@ -8,6 +8,8 @@ use serde::Serialize;
 
 use super::chart::{self, Panel, Series};
 use super::harness::{self, fmt_mib, LoadProc, ServerProc};
+use crate::app::config::Model;
+use crate::load::Kind;
 
 /// `c10k run idle-cost`
 #[derive(Debug, Clone, clap::Args)]
@@ -15,12 +17,12 @@ pub struct Args {
     /// Numbers of idle clients to hold, comma-separated.
     #[arg(long, default_value = "1000,5000,10000", value_delimiter = ',')]
     pub connections: Vec<u64>,
-    /// Kinds of connection, comma-separated (sse, ws, stream, poll).
-    #[arg(long, default_value = "sse,ws", value_delimiter = ',')]
-    pub kinds: Vec<String>,
-    /// Server models, comma-separated (evented, blocking).
-    #[arg(long, default_value = "evented,blocking", value_delimiter = ',')]
-    pub models: Vec<String>,
+    /// Kinds of connection, comma-separated.
+    #[arg(long, value_enum, default_values_t = [Kind::Sse, Kind::Ws], value_delimiter = ',')]
+    pub kinds: Vec<Kind>,
+    /// Server models, comma-separated.
+    #[arg(long, value_enum, default_values_t = [Model::Evented, Model::Blocking], value_delimiter = ',')]
+    pub models: Vec<Model>,
     /// New clients per second.
     #[arg(long, default_value_t = 5000)]
     pub ramp_per_sec: u64,
@@ -70,8 +72,8 @@ pub fn run(args: &Args) -> Result<(), String> {
         "thr/conn"
     );
     let mut rows = Vec::new();
-    for model in &args.models {
-        for kind in &args.kinds {
+    for &model in &args.models {
+        for &kind in &args.kinds {
             for &n in &args.connections {
                 let row = measure(&dir, model, kind, n, args)?;
                 println!(
@@ -100,20 +102,20 @@ pub fn run(args: &Args) -> Result<(), String> {
 
 fn measure(
     dir: &std::path::Path,
-    model: &str,
-    kind: &str,
+    model: Model,
+    kind: Kind,
     n: u64,
     args: &Args,
 ) -> Result<Row, String> {
     let stack_size = args.stack_size.map(|bytes| bytes.to_string());
-    let mut server_args = vec!["--model", model, "--tick-ms", "0"];
-    if model == "blocking" {
+    let mut server_args = vec!["--model", model.name(), "--tick-ms", "0"];
+    if model == Model::Blocking {
         server_args.extend(["--threads", "unbounded"]);
         if let Some(bytes) = &stack_size {
             server_args.extend(["--stack-size", bytes]);
         }
     }
-    let mut server = ServerProc::start(model, &server_args)?;
+    let mut server = ServerProc::start(model.name(), &server_args)?;
     // Let the fresh process settle before the baseline is read.
     thread::sleep(Duration::from_millis(300));
     let before = server
@@ -127,7 +129,7 @@ fn measure(
     );
     let load_args = [
         "--kind",
-        kind,
+        kind.name(),
         "--connections",
         &count,
         "--ramp-per-sec",
@@ -139,7 +141,7 @@ fn measure(
         "--server-pid",
         &pid,
     ];
-    let report_path = dir.join(format!("{model}-{kind}-{n}.json"));
+    let report_path = dir.join(format!("{}-{}-{n}.json", model.name(), kind.name()));
     let mut load = LoadProc::start(server.addr, &report_path, &load_args)?;
     // Sample the server throughout and keep each reading's highest value: the clients only
     // ever add memory, threads and descriptors, so the maxima are the readings of the hold,
@@ -165,8 +167,8 @@ fn measure(
         }
     };
     Ok(Row {
-        model: model.to_string(),
-        kind: kind.to_string(),
+        model: model.name().to_string(),
+        kind: kind.name().to_string(),
         clients: n,
         established,
         rss_before: before.rss_bytes,

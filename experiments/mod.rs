@@ -16,17 +16,18 @@ pub enum Experiment {
     IdleCost(idle_cost::Args),
 }
 
-/// One line per experiment, for `c10k list`.
-pub const LIST: &[(&str, &str)] = &[
-    (
-        "starvation",
-        "long-lived clients against a blocking pool and the event loop, with a probe asking both \"can you still answer?\"",
-    ),
-    (
-        "idle-cost",
-        "resident memory and threads per idle SSE / WebSocket connection, for both models",
-    ),
-];
+/// Each experiment's name and what it shows, for `c10k list`: the same doc comments that
+/// `c10k run --help` prints.
+pub fn list() -> Vec<(String, String)> {
+    use clap::Subcommand;
+    Experiment::augment_subcommands(clap::Command::new("run"))
+        .get_subcommands()
+        .map(|c| {
+            let about = c.get_about().map(ToString::to_string).unwrap_or_default();
+            (c.get_name().to_string(), about)
+        })
+        .collect()
+}
 
 /// Runs one experiment; an error is one sentence for the user.
 pub fn run(experiment: &Experiment) -> Result<(), String> {

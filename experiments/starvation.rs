@@ -9,17 +9,19 @@ use serde::Serialize;
 
 use super::chart::{self, Panel, Series};
 use super::harness::{self, fmt_mib, fmt_us, LoadProc, ServerProc};
+use crate::app::config::{ServerConfig, Threads};
 use crate::load::report::{Report, Second};
+use crate::load::Kind;
 
 /// `c10k run starvation`
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Kind of long-lived client: sse, ws, stream or poll.
-    #[arg(long, default_value = "sse", value_parser = ["sse", "ws", "stream", "poll"])]
-    pub kind: String,
+    /// Kind of long-lived client.
+    #[arg(long, value_enum, default_value_t = Kind::Sse)]
+    pub kind: Kind,
     /// The blocking server's threads: a pool size (1 is the sequential server) or `unbounded`.
-    #[arg(long, default_value = "32")]
-    pub threads: String,
+    #[arg(long, default_value_t = ServerConfig::DEFAULT.threads)]
+    pub threads: Threads,
     /// Long-lived clients to ramp up to [default: pool + 16, or 1000 with `unbounded`].
     #[arg(long)]
     pub clients: Option<u64>,
@@ -73,7 +75,7 @@ struct Results<'a> {
     machine: String,
     command: String,
     kind: &'a str,
-    threads: &'a str,
+    threads: String,
     clients: u64,
     ramp_per_sec: u64,
     hold_s: u64,
@@ -87,21 +89,16 @@ struct Results<'a> {
 pub fn run(args: &Args) -> Result<(), String> {
     let mut args = args.clone();
     if args.quick {
-        if args.threads == "32" {
-            args.threads = "4".to_string();
+        if args.threads == ServerConfig::DEFAULT.threads {
+            args.threads = Threads::Pool(4);
         }
         args.hold_s = args.hold_s.min(3);
         args.probe_ms = args.probe_ms.min(100);
         args.probe_timeout_ms = args.probe_timeout_ms.min(1000);
     }
-    let pool = match args.threads.as_str() {
-        "unbounded" => None,
-        n => Some(
-            n.parse::<u64>()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| format!("--threads takes a number or `unbounded`, not `{n}`"))?,
-        ),
+    let pool = match args.threads {
+        Threads::Unbounded => None,
+        Threads::Pool(n) => Some(n as u64),
     };
     let clients = args.clients.unwrap_or(match pool {
         Some(n) => n + if args.quick { 4 } else { 16 },
@@ -124,7 +121,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     };
     let dir = harness::results_dir("starvation", args.out.as_deref())?;
 
-    println!("starvation: {clients} long-lived {} clients, {ramp}/s, against both servers; a probe every {} ms", args.kind, args.probe_ms);
+    println!("starvation: {clients} long-lived {} clients, {ramp}/s, against both servers; a probe every {} ms", args.kind.name(), args.probe_ms);
     println!("machine: {}", harness::machine());
     println!("command: {}", harness::command_line());
     let tick = args.tick_ms.to_string();
@@ -135,7 +132,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             "--model",
             "blocking",
             "--threads",
-            &args.threads,
+            &args.threads.to_string(),
             "--tick-ms",
             &tick,
         ],
@@ -143,7 +140,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let load_args = |server: &ServerProc| {
         [
             "--kind",
-            &args.kind,
+            args.kind.name(),
             "--connections",
             &clients.to_string(),
             "--ramp-per-sec",
@@ -315,8 +312,8 @@ fn write_results(
     let results = Results {
         machine: harness::machine(),
         command: harness::command_line(),
-        kind: &args.kind,
-        threads: &args.threads,
+        kind: args.kind.name(),
+        threads: args.threads.to_string(),
         clients,
         ramp_per_sec: ramp,
         hold_s: args.hold_s,
@@ -423,7 +420,7 @@ fn write_results(
     }
     let panels = [
         Panel {
-            title: format!("long-lived {} clients held (served)", args.kind),
+            title: format!("long-lived {} clients held (served)", args.kind.name()),
             y_label: "clients".to_string(),
             log_y: false,
             y_min: 0.0,

@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use c10k_lab::app::config::{ServerConfig, Threads};
+use c10k_lab::app::config::{Model, ServerConfig, Threads, MIN_RETAIN};
 use c10k_lab::{blocking, doctor, evented, experiments, load, sys};
 
 #[derive(Parser)]
@@ -36,78 +36,59 @@ enum Command {
     Doctor,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Model {
-    /// One thread, one epoll loop (mio).
-    Evented,
-    /// std::net with one OS thread per connection, or a fixed pool of them.
-    Blocking,
-}
-
-/// `--threads`: a number, or `unbounded`.
-fn parse_threads(s: &str) -> Result<Threads, String> {
-    if s == "unbounded" {
-        return Ok(Threads::Unbounded);
-    }
-    match s.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(Threads::Pool(n)),
-        _ => Err(format!(
-            "expected a positive number or `unbounded`, got `{s}`"
-        )),
-    }
-}
+const DEFAULT: ServerConfig = ServerConfig::DEFAULT;
 
 #[derive(clap::Args)]
 struct ServeArgs {
     /// Which I/O model serves.
-    #[arg(long, value_enum, default_value = "evented")]
+    #[arg(long, value_enum, default_value_t = Model::Evented)]
     model: Model,
     /// Address to listen on; port 0 picks a free port (printed as `listening on ADDR`).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, default_value_t = DEFAULT.listen)]
     listen: SocketAddr,
     /// Listen backlog (the kernel caps it at net.core.somaxconn).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = DEFAULT.backlog)]
     backlog: i32,
     /// Publish a `tick` event this often, in milliseconds; 0 turns ticks off.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = DEFAULT.tick_ms)]
     tick_ms: u64,
     /// After this many milliseconds without a broadcast, SSE clients get a comment and WebSocket
     /// clients a ping; 0 turns heartbeats off.
-    #[arg(long, default_value_t = 15_000)]
+    #[arg(long, default_value_t = DEFAULT.heartbeat_ms)]
     heartbeat_ms: u64,
     /// How long a long poll is held before it is answered `[]`, in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = DEFAULT.poll_timeout_ms)]
     poll_timeout_ms: u64,
     /// A request head must arrive in full within this many milliseconds (slowloris defence).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = DEFAULT.header_timeout_ms)]
     header_timeout_ms: u64,
     /// Keep-alive and WebSocket connections that send nothing for this long are closed.
-    #[arg(long, default_value_t = 60_000)]
+    #[arg(long, default_value_t = DEFAULT.idle_timeout_ms)]
     idle_timeout_ms: u64,
     /// Bytes a connection may have waiting to be written before it is cut off as too slow.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = DEFAULT.max_write_queue)]
     max_write_queue: usize,
     /// Largest WebSocket message accepted, in bytes (close 1009 past it).
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = DEFAULT.max_message)]
     max_message: usize,
     /// Events retained for `Last-Event-ID` replay and `/poll?after=` (at least 1024, as the
     /// contract promises).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = DEFAULT.retain)]
     retain: usize,
     /// Subscribers written to per loop turn during a broadcast (evented model): smaller answers
     /// newcomers sooner during a big fan-out, larger spends fewer loop turns on it.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = DEFAULT.fanout_batch)]
     fanout_batch: usize,
     /// Set SO_REUSEPORT, so several server processes can share one port.
     #[arg(long)]
     reuse_port: bool,
     /// Blocking model: worker threads (`1` is the sequential server) or `unbounded` (a thread per
     /// connection).
-    #[arg(long, default_value = "32", value_parser = parse_threads)]
+    #[arg(long, default_value_t = DEFAULT.threads)]
     threads: Threads,
     /// Blocking model with a pool: accepted connections that may wait for a free worker; past it
     /// the accept thread stops and the kernel's listen backlog holds the rest.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = DEFAULT.accept_queue)]
     accept_queue: usize,
     /// Blocking model: stack size of connection threads in bytes (default: the std default).
     #[arg(long)]
@@ -126,13 +107,13 @@ impl ServeArgs {
             idle_timeout_ms: self.idle_timeout_ms,
             max_write_queue: self.max_write_queue,
             max_message: self.max_message,
-            retain: self.retain.max(1024),
+            retain: self.retain.max(MIN_RETAIN),
             fanout_batch: self.fanout_batch,
             reuse_port: self.reuse_port,
             threads: self.threads,
             accept_queue: self.accept_queue,
             stack_size: self.stack_size,
-            ..ServerConfig::default()
+            ..DEFAULT
         }
     }
 }
@@ -144,7 +125,7 @@ fn main() -> ExitCode {
         Command::Load(args) => load::run(&args),
         Command::Run { experiment } => experiments::run(&experiment),
         Command::List => {
-            for (name, what) in experiments::LIST {
+            for (name, what) in experiments::list() {
                 println!("{name:<12} {what}");
             }
             println!("\nrun one with: c10k run NAME   (options: c10k run NAME --help)");

@@ -1,6 +1,8 @@
 //! The knobs every bound and timer of the servers hangs on, with the contract's defaults.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::str::FromStr;
 
 /// Largest `POST /publish` body (the contract's 64 KiB).
 pub const MAX_PUBLISH_BYTES: u64 = 64 * 1024;
@@ -9,6 +11,8 @@ pub const MAX_PUBLISH_BYTES: u64 = 64 * 1024;
 pub const LINGER_MS: u64 = 2_000;
 /// How long shutdown waits for connections to say goodbye before cutting them off.
 pub const SHUTDOWN_GRACE_MS: u64 = 3_000;
+/// Events retained for replay at the least: the contract promises the last 1024.
+pub const MIN_RETAIN: usize = 1024;
 /// Retry accepting this soon after running out of descriptors (or another accept error).
 pub const ACCEPT_RETRY_MS: u64 = 100;
 
@@ -48,6 +52,24 @@ pub struct ServerConfig {
     pub stack_size: Option<usize>,
 }
 
+/// The I/O model that serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Model {
+    /// One thread, one epoll loop (mio).
+    Evented,
+    /// std::net with one OS thread per connection, or a fixed pool of them.
+    Blocking,
+}
+
+impl Model {
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Evented => "evented",
+            Model::Blocking => "blocking",
+        }
+    }
+}
+
 /// How the blocking model assigns threads to connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Threads {
@@ -66,25 +88,56 @@ impl ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// Every default of the server, defined here once: the command line's defaults are these.
+    pub const DEFAULT: ServerConfig = ServerConfig {
+        listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080)),
+        backlog: 1024,
+        tick_ms: 1000,
+        heartbeat_ms: 15_000,
+        poll_timeout_ms: 30_000,
+        header_timeout_ms: 10_000,
+        idle_timeout_ms: 60_000,
+        max_write_queue: 1 << 20,
+        max_message: 1 << 20,
+        max_echo_body: 16 << 20,
+        retain: MIN_RETAIN,
+        fanout_batch: 64,
+        reuse_port: false,
+        threads: Threads::Pool(32),
+        accept_queue: 128,
+        stack_size: None,
+    };
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            backlog: 1024,
-            tick_ms: 1000,
-            heartbeat_ms: 15_000,
-            poll_timeout_ms: 30_000,
-            header_timeout_ms: 10_000,
-            idle_timeout_ms: 60_000,
-            max_write_queue: 1 << 20,
-            max_message: 1 << 20,
-            max_echo_body: 16 << 20,
-            retain: 1024,
-            fanout_batch: 64,
-            reuse_port: false,
-            threads: Threads::Pool(32),
-            accept_queue: 128,
-            stack_size: None,
+        ServerConfig::DEFAULT
+    }
+}
+
+/// `--threads`: a number, or `unbounded`.
+impl FromStr for Threads {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Threads, String> {
+        if s == "unbounded" {
+            return Ok(Threads::Unbounded);
+        }
+        match s.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Threads::Pool(n)),
+            _ => Err(format!(
+                "expected a positive number or `unbounded`, got `{s}`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Threads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Threads::Unbounded => f.write_str("unbounded"),
+            Threads::Pool(n) => write!(f, "{n}"),
         }
     }
 }

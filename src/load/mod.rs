@@ -28,6 +28,7 @@ mod procs;
 mod record;
 pub mod report;
 mod sampler;
+mod worker;
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -45,7 +46,7 @@ const DEFAULT_PROBE_TIMEOUT_MS: u64 = 2_000;
 const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 /// The server holds a long poll up to its `--poll-timeout-ms` (30 s by default) before it
 /// answers `[]`: each poll gets that long plus `--timeout-ms`.
-const SERVER_POLL_TIMEOUT_MS: u64 = 30_000;
+const SERVER_POLL_TIMEOUT_MS: u64 = crate::app::config::ServerConfig::DEFAULT.poll_timeout_ms;
 /// Descriptors each process keeps free for probes, pipes, epoll and `/proc` reads.
 const FD_HEADROOM: u64 = 200;
 /// The most processes one run may use.
@@ -216,7 +217,7 @@ impl LoadArgs {
 /// the end. An error is one sentence for the user.
 pub fn run(args: &LoadArgs) -> Result<(), String> {
     if let Some(plan) = &args.worker_plan {
-        return procs::worker_main(plan);
+        return worker::worker_main(plan);
     }
     let stop =
         engine::stop_on_signals().map_err(|e| format!("could not set up signal handling: {e}"))?;
