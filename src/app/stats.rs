@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::app::hub::Kind;
+use crate::app::hub::{KINDS, KIND_COUNT};
 use crate::sys::ProcReading;
 
 /// Open connections by what they are doing now.
@@ -39,14 +39,13 @@ impl Stats {
     pub fn new(
         model: &str,
         open: u64,
-        subscribers: [u64; 4],
+        subscribers: [u64; KIND_COUNT],
         accepted: u64,
         rejected: u64,
         events_published: u64,
         process: ProcReading,
     ) -> Stats {
-        let [sse, stream, ws, poll] =
-            [Kind::Sse, Kind::Stream, Kind::Ws, Kind::Poll].map(|k| subscribers[k as usize]);
+        let [sse, stream, ws, poll] = KINDS.map(|k| subscribers[k as usize]);
         Stats {
             model: model.to_string(),
             connections: Connections {

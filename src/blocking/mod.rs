@@ -10,8 +10,9 @@
 //!   wait in the kernel's listen backlog. `--threads 1` is the sequential server.
 //!
 //! Long-lived routes (SSE, the chunked stream, a held long poll, a WebSocket) keep their thread
-//! for their whole life; a WebSocket takes a second one for writing. Everything else — parsing,
-//! routing, framing, the hub — is the same sans-IO code the evented server runs.
+//! for their whole life; a WebSocket takes a second one for writing. Everything else — each
+//! connection's session, parsing, routing, framing, the hub — is the same sans-IO code the
+//! evented server runs.
 //!
 //! Threads: the caller's thread waits for SIGINT/SIGTERM and runs the shutdown; `accept`
 //! accepts; `ticker` publishes ticks and heartbeats; `reject` answers `503` when a connection
