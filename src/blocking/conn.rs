@@ -26,8 +26,10 @@ use super::live::{Socket, Tracked};
 use super::mailbox::{End, Item, Subscriber};
 use super::{millis, ws, Shared};
 
-/// Bytes read per `read()` call.
-const READ_CHUNK: usize = 8 * 1024;
+/// Bytes read per `read()` call, into a buffer on the thread's stack. It stays live while the
+/// session handles what was read, so each page of it is a page of touched stack on every
+/// connection thread: one page keeps what a thread touches to its minimum.
+const READ_CHUNK: usize = 4 * 1024;
 /// Non-blocking reads per wake-up of a subscriber thread looking for its client's departure.
 const LIVENESS_READS: usize = 16;
 /// A subscriber thread with nothing to write wakes this often to see whether its client left
