@@ -50,6 +50,7 @@ macro_rules! contract_suite {
                 requests_and_frames_sent_a_byte_at_a_time,
                 unknown_path_is_404,
                 wrong_method_is_405_with_allow,
+                head_is_get_without_the_content,
                 sse_head_and_published_events,
                 sse_heartbeat_when_nothing_is_published,
                 sse_last_event_id_replays_then_goes_live,
@@ -722,6 +723,42 @@ fn wrong_method_is_405_with_allow(args: &[&str]) {
             "{line}: Allow: {allowed}"
         );
     }
+}
+
+fn head_is_get_without_the_content(args: &[&str]) {
+    let server = start(args, &[]);
+    let mut s = server.connect();
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    for (path, extra, status, content_type) in [
+        ("/", "", 200, "text/plain"),
+        ("/sse", "", 200, "text/event-stream"),
+        ("/stream", "", 200, "application/x-ndjson"),
+        ("/poll", "", 200, "application/json"),
+        ("/stats", "", 200, "application/json"),
+        // Not an upgrade: the handshake is a GET.
+        ("/ws", upgrade, 426, "text/plain"),
+        ("/nope", "", 404, "text/plain"),
+    ] {
+        let raw = format!("HEAD {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
+        s.write_all(raw.as_bytes()).unwrap();
+        let r = read_head_only(&mut s);
+        assert_eq!(r.status, status, "HEAD {path}");
+        assert_eq!(r.header("content-type"), Some(content_type), "HEAD {path}");
+        assert_ne!(
+            r.header("connection"),
+            Some("close"),
+            "HEAD {path} keeps the connection"
+        );
+    }
+    s.write_all(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(read_head_only(&mut s).header("content-length"), Some("3"));
+    // Nothing but heads came before: the next answer reads cleanly.
+    s.write_all(get("/").as_bytes()).unwrap();
+    assert_eq!(read_response(&mut s).body, b"ok\n");
+    s.write_all(b"HEAD /publish HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let r = read_head_only(&mut s);
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
 }
 
 // ---- SSE ---------------------------------------------------------------------------------------

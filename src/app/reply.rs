@@ -26,19 +26,19 @@ pub fn error(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)], keep_aliv
 }
 
 /// The head of an SSE response. The body runs until the connection closes (RFC 9112 §6.3),
-/// which suits a stream that has no end and keeps every event's bytes exactly as encoded.
-pub fn sse_head(out: &mut Vec<u8>) {
-    write_head(
-        out,
-        200,
-        &[
-            ("Content-Type", "text/event-stream"),
-            ("Cache-Control", "no-cache"),
-            ("Connection", "close"),
-            // Tells nginx-style proxies not to buffer the stream.
-            ("X-Accel-Buffering", "no"),
-        ],
-    );
+/// which suits a stream that has no end and keeps every event's bytes exactly as encoded; only
+/// the answer to a HEAD, which has no body, may keep the connection (`keep_alive`).
+pub fn sse_head(out: &mut Vec<u8>, keep_alive: bool) {
+    let mut fields = vec![
+        ("Content-Type", "text/event-stream"),
+        ("Cache-Control", "no-cache"),
+    ];
+    if !keep_alive {
+        fields.push(("Connection", "close"));
+    }
+    // Tells nginx-style proxies not to buffer the stream.
+    fields.push(("X-Accel-Buffering", "no"));
+    write_head(out, 200, &fields);
 }
 
 /// The head of the NDJSON stream: chunked, or for an HTTP/1.0 client delimited by the close.
@@ -114,6 +114,27 @@ pub fn poll(out: &mut Vec<u8>, body: &[u8], keep_alive: bool) {
         keep_alive,
         &[("Cache-Control", "no-cache")],
     );
+}
+
+/// The head a `/poll` answer has, for a HEAD request: no length, since the body GET would get
+/// depends on when it is answered.
+pub fn poll_head(out: &mut Vec<u8>, keep_alive: bool) {
+    let mut fields = vec![
+        ("Content-Type", "application/json"),
+        ("Cache-Control", "no-cache"),
+    ];
+    if !keep_alive {
+        fields.push(("Connection", "close"));
+    }
+    write_head(out, 200, &fields);
+}
+
+/// Cuts a complete response down to its head: the answer to a HEAD (RFC 9110 §9.3.2) has the
+/// status and header fields GET would have, `Content-Length` included, and no content.
+pub fn strip_body(out: &mut Vec<u8>) {
+    if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+        out.truncate(end + 4);
+    }
 }
 
 /// The `/publish` answer.

@@ -61,7 +61,9 @@ pub fn route(head: &RequestHead) -> Route {
     if head.minor_version == 1 && hosts != 1 {
         return error(400);
     }
-    let get = head.method == "GET";
+    // RFC 9110 §9.3.2: HEAD is GET without the content, on every route GET has.
+    let head_only = head.method == "HEAD";
+    let get = head.method == "GET" || head_only;
     // RFC 9112 §6.1: chunked framing must not be sent to an HTTP/1.0 recipient.
     let chunked = head.minor_version >= 1;
     let post = head.method == "POST";
@@ -73,6 +75,8 @@ pub fn route(head: &RequestHead) -> Route {
                 .and_then(|v| v.parse().ok()),
         },
         "/stream" if get => Route::Stream { chunked },
+        // RFC 6455 §4.1: the opening handshake is a GET; a HEAD is not an upgrade.
+        "/ws" if head_only => NO_UPGRADE,
         "/ws" if get => websocket(head),
         "/poll" if get => match head.query_param("after") {
             None => Route::Poll { after: None },
@@ -86,7 +90,7 @@ pub fn route(head: &RequestHead) -> Route {
         "/echo" if post => Route::Echo { chunked },
         "/" | "/sse" | "/stream" | "/ws" | "/poll" | "/stats" => Route::Error {
             status: 405,
-            headers: &[("Allow", "GET")],
+            headers: &[("Allow", "GET, HEAD")],
         },
         "/publish" | "/echo" => Route::Error {
             status: 405,
@@ -96,14 +100,16 @@ pub fn route(head: &RequestHead) -> Route {
     }
 }
 
+/// `/ws` without a WebSocket upgrade. RFC 9110 §15.5.22: 426 names the protocol it needs.
+const NO_UPGRADE: Route = Route::Error {
+    status: 426,
+    headers: &[("Upgrade", "websocket"), ("Connection", "Upgrade")],
+};
+
 fn websocket(head: &RequestHead) -> Route {
     let upgrade = head.has_token("upgrade", "websocket") && head.has_token("connection", "upgrade");
     if !upgrade || head.minor_version == 0 {
-        // RFC 9110 §15.5.22: 426 names the protocol this resource needs.
-        return Route::Error {
-            status: 426,
-            headers: &[("Upgrade", "websocket"), ("Connection", "Upgrade")],
-        };
+        return NO_UPGRADE;
     }
     match head.header_str("sec-websocket-version").map(str::trim) {
         Some("13") => {}
@@ -172,6 +178,7 @@ mod tests {
     fn routes_and_errors() {
         assert_eq!(route_of("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Route::Probe);
         assert_eq!(route_of("GET / HTTP/1.0\r\n\r\n"), Route::Probe);
+        assert_eq!(route_of("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n"), Route::Probe);
         assert_eq!(route_of("GET / HTTP/1.1\r\n\r\n"), error(400));
         assert_eq!(
             route_of("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
@@ -273,5 +280,10 @@ mod tests {
             route_of("GET /ws HTTP/1.1\r\nHost: a\r\n\r\n"),
             Route::Error { status: 426, .. }
         ));
+        let head = format!(
+            "HEAD{}Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            &up[3..]
+        );
+        assert_eq!(route_of(&head), NO_UPGRADE);
     }
 }

@@ -127,6 +127,8 @@ mod flag {
     pub const PEER_EOF: u8 = 1 << 5;
     /// The server is shutting down: no request after the current one.
     pub const STOPPING: u8 = 1 << 6;
+    /// The request being answered is a HEAD: the answer is the head GET would get.
+    pub const HEAD: u8 = 1 << 7;
 }
 
 /// One server connection. See the module documentation.
@@ -308,6 +310,7 @@ impl Session {
 
     fn dispatch(&mut self, cx: &mut Ctx, head: &RequestHead) {
         let route = route::route(head);
+        self.set(flag::HEAD, head.method == "HEAD");
         let keep_alive = head.keep_alive && !self.has(flag::STOPPING | flag::PEER_EOF);
         let mut early = Vec::new();
         let start = route::start(head, &route, cx.cfg.max_echo_body, &mut early);
@@ -376,10 +379,18 @@ impl Session {
     }
 
     /// Answers a complete request.
-    fn answer(&mut self, cx: &mut Ctx, route: Route, keep_alive: bool, body: Vec<u8>) {
+    fn answer(&mut self, cx: &mut Ctx, route: Route, mut keep_alive: bool, body: Vec<u8>) {
         let mut out = Vec::new();
         self.set(flag::KEEP_ALIVE, keep_alive);
+        let head_only = self.has(flag::HEAD);
         match route {
+            // A HEAD gets a streaming route's head, and the connection goes on.
+            Route::Sse { .. } if head_only => reply::sse_head(&mut out, keep_alive),
+            Route::Stream { chunked } if head_only => {
+                reply::stream_head(&mut out, chunked);
+                keep_alive &= chunked;
+            }
+            Route::Poll { .. } if head_only => reply::poll_head(&mut out, keep_alive),
             Route::Probe => reply::probe(&mut out, keep_alive),
             Route::Error { status, headers } => reply::error(&mut out, status, headers, keep_alive),
             Route::Echo { chunked } => {
@@ -393,7 +404,7 @@ impl Session {
                 Err(_) => reply::error(&mut out, 400, &[], keep_alive),
             },
             Route::Sse { last_event_id } => {
-                reply::sse_head(&mut out);
+                reply::sse_head(&mut out, false);
                 return self.subscribe(cx, Kind::Sse, last_event_id, out);
             }
             Route::Stream { chunked } => {
@@ -406,6 +417,9 @@ impl Session {
                 return self.subscribe(cx, Kind::Ws, None, out);
             }
             Route::Poll { after } => return self.subscribe(cx, Kind::Poll, after, out),
+        }
+        if head_only {
+            reply::strip_body(&mut out);
         }
         self.write(cx, out);
         self.request_done(cx, keep_alive);
@@ -434,6 +448,9 @@ impl Session {
             let keep_alive = self.keep_alive();
             let mut out = Vec::new();
             reply::stats(&mut out, json, keep_alive);
+            if self.has(flag::HEAD) {
+                reply::strip_body(&mut out);
+            }
             self.finish_answer(cx, out, keep_alive);
         }
     }
@@ -1010,7 +1027,7 @@ mod tests {
                 vec![input(
                     "POST /sse HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
                 )],
-                error("405 Method Not Allowed", true, "Allow: GET\r\n"),
+                error("405 Method Not Allowed", true, "Allow: GET, HEAD\r\n"),
             ),
             (
                 "a malformed head is 400, and what follows is ignored",
@@ -1045,6 +1062,33 @@ mod tests {
                 "end of input on an idle connection closes",
                 vec![input(GET), Eof],
                 format!("{}<close>", ok(true)),
+            ),
+            (
+                "HEAD is GET's head: its length, no content",
+                vec![input("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n"), input(GET)],
+                format!("{}{}", ok(true).trim_end_matches("ok\n"), ok(true)),
+            ),
+            (
+                "HEAD /sse is the head alone, and the connection goes on",
+                vec![input(&format!("HEAD /sse HTTP/1.1\r\nHost: a\r\n\r\n{GET}"))],
+                format!("{}{}", SSE_HEAD.replace("Connection: close\r\n", ""), ok(true)),
+            ),
+            (
+                "HEAD /poll is not held",
+                vec![input("HEAD /poll HTTP/1.1\r\nHost: a\r\n\r\n"), Deadline(IDLE_MS)],
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-cache\r\n\r\n".into(),
+            ),
+            (
+                "HEAD /ws is not an upgrade",
+                vec![input(&WS_UPGRADE.replacen("GET", "HEAD", 1))],
+                error("426 Upgrade Required", true, "Upgrade: websocket\r\nConnection: Upgrade\r\n")
+                    .replace("Upgrade Required\n", ""),
+            ),
+            (
+                "HEAD /stats: the document's head",
+                vec![input("HEAD /stats HTTP/1.1\r\nHost: a\r\n\r\n")],
+                response("200 OK", "application/json", "{}", true, "Cache-Control: no-cache\r\n")
+                    .replace("{}", ""),
             ),
             (
                 "stats are asked for and answered",

@@ -222,6 +222,24 @@ pub fn read_response(s: &mut TcpStream) -> Response {
     Response::new(&head, body)
 }
 
+/// Reads the head of a response that has no content (the answer to a HEAD); a body that the
+/// server sends anyway is left in the socket, where it breaks the next response read.
+pub fn read_head_only(s: &mut TcpStream) -> Response {
+    use c10k_lab::proto::http::parse_response_head;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if let Some((head, used)) = parse_response_head(&buf).expect("valid response head") {
+            assert_eq!(used, buf.len());
+            return Response::new(&head, Vec::new());
+        }
+        // A byte at a time, so nothing past the head is taken from the socket.
+        let n = s.read(&mut byte).expect("read response head");
+        assert!(n > 0, "connection closed before a response head");
+        buf.push(byte[0]);
+    }
+}
+
 /// Sends `raw` on a fresh connection and reads one response.
 pub fn roundtrip(server: &Server, raw: &[u8]) -> (TcpStream, Response) {
     let mut s = server.connect();
