@@ -65,7 +65,7 @@ fn websocket(c: &mut Criterion) {
 }
 
 fn server_sent_events(c: &mut Criterion) {
-    let mut hub = Hub::new(1024);
+    let mut hub = Hub::new(1024, usize::MAX);
     let mut stream = Vec::new();
     for i in 0..100 {
         stream.extend_from_slice(hub.publish_tick(i).bytes(Encoding::Sse));
@@ -86,7 +86,7 @@ fn server_sent_events(c: &mut Criterion) {
 
 fn broadcast(c: &mut Criterion) {
     c.bench_function("hub/publish (encode for 4 transports)", |b| {
-        let mut hub = Hub::new(1024);
+        let mut hub = Hub::new(1024, usize::MAX);
         let mut t = 0;
         b.iter(|| {
             t += 1;
@@ -97,7 +97,7 @@ fn broadcast(c: &mut Criterion) {
     for n in [1_000usize, 10_000] {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
-            let mut hub = Hub::new(1024);
+            let mut hub = Hub::new(1024, usize::MAX);
             let mut queues: Vec<OutQueue> = (0..n).map(|_| OutQueue::default()).collect();
             b.iter(|| {
                 let event = hub.publish_tick(1);

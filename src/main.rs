@@ -75,6 +75,10 @@ struct ServeArgs {
     /// contract promises).
     #[arg(long, default_value_t = DEFAULT.retain)]
     retain: usize,
+    /// Bytes the retained events may take in all, every encoding counted: past it the oldest
+    /// go first, whatever `--retain` says (the newest event is always kept).
+    #[arg(long, default_value_t = DEFAULT.retain_bytes)]
+    retain_bytes: usize,
     /// Subscribers written to per loop turn during a broadcast (evented model): smaller answers
     /// newcomers sooner during a big fan-out, larger spends fewer loop turns on it.
     #[arg(long, default_value_t = DEFAULT.fanout_batch)]
@@ -108,6 +112,7 @@ impl ServeArgs {
             max_write_queue: self.max_write_queue,
             max_message: self.max_message,
             retain: self.retain.max(MIN_RETAIN),
+            retain_bytes: self.retain_bytes,
             fanout_batch: self.fanout_batch,
             reuse_port: self.reuse_port,
             threads: self.threads,

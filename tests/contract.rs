@@ -56,6 +56,7 @@ macro_rules! contract_suite {
                 sse_last_event_id_replays_then_goes_live,
                 sse_ticks_share_the_sequence_with_messages,
                 sse_and_poll_replay_at_least_1024_events,
+                replay_past_the_byte_bound_gives_what_is_left,
                 stream_is_chunked_ndjson_one_line_per_chunk,
                 http10_stream_and_echo_are_delimited_by_the_close,
                 ws_handshake_and_broadcast,
@@ -874,6 +875,33 @@ fn sse_and_poll_replay_at_least_1024_events(args: &[&str]) {
     }
     c.send(get(&format!("/poll?after={after}")));
     assert_poll(&c.response(), &(after + 1..=total).collect::<Vec<_>>());
+}
+
+fn replay_past_the_byte_bound_gives_what_is_left(args: &[&str]) {
+    // A 64,000-byte message may cost about 256 KB retained (every encoding counted): a bound of
+    // 1,000,000 bytes keeps the newest three.
+    let server = start(args, &["--retain-bytes", "1000000"]);
+    let big = "y".repeat(64_000);
+    let mut c = Client::open(&server);
+    for i in 1..=6u64 {
+        c.send(post("/publish", format!("{i}{big}").as_bytes()));
+        assert_eq!(published(&c.response()).0, i);
+    }
+    let mut sse = Sse::open(&server, "Last-Event-ID: 1\r\n");
+    for seq in 4..=6u64 {
+        let event = sse.next();
+        assert_eq!(event.last_event_id, seq.to_string());
+        assert_event(&event.data, seq, "message", Some(&format!("{seq}{big}")));
+    }
+    c.send(get("/poll?after=0"));
+    let events = json(&c.response().body);
+    let seqs: Vec<u64> = events
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
+    assert_eq!(seqs, [4, 5, 6]);
 }
 
 // ---- /stream -----------------------------------------------------------------------------------

@@ -39,6 +39,9 @@ pub struct ServerConfig {
     pub max_echo_body: u64,
     /// Events kept for `Last-Event-ID` replay and `/poll?after=`.
     pub retain: usize,
+    /// What the kept events may cost in all, in bytes (with every encoding made): large events
+    /// are kept fewer.
+    pub retain_bytes: usize,
     /// Connections served per step of a broadcast before the loop looks at other work.
     pub fanout_batch: usize,
     /// Set `SO_REUSEPORT` so several server processes can share one port.
@@ -102,6 +105,7 @@ impl ServerConfig {
         max_message: 1 << 20,
         max_echo_body: 16 << 20,
         retain: MIN_RETAIN,
+        retain_bytes: 16 << 20,
         fanout_batch: 64,
         reuse_port: false,
         threads: Threads::Pool(32),

@@ -4,7 +4,7 @@
 //! business; the hub only numbers, encodes and retains.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::proto::{http, sse, ws};
 
@@ -34,76 +34,103 @@ impl Encoding {
     }
 }
 
-/// One broadcast event and its encodings, shared by every subscriber.
+/// One broadcast event and its encodings, shared by every subscriber. The JSON is made when the
+/// event is published; every other encoding the first time a subscriber needs it, so an event
+/// nobody streams costs its JSON and no more. `Json` and `Line` share one buffer.
 #[derive(Debug)]
 pub struct Event {
     pub seq: u64,
     pub sent_ns: u64,
-    json: Box<[u8]>,
-    sse: Box<[u8]>,
-    chunk: Box<[u8]>,
+    name: &'static str,
+    /// The JSON and a newline.
     line: Box<[u8]>,
-    ws: Box<[u8]>,
+    sse: OnceLock<Box<[u8]>>,
+    chunk: OnceLock<Box<[u8]>>,
+    ws: OnceLock<Box<[u8]>>,
 }
 
 impl Event {
-    fn new(seq: u64, name: &str, sent_ns: u64, data: Option<&str>) -> Event {
-        let json = match data {
+    fn new(seq: u64, name: &'static str, sent_ns: u64, data: Option<&str>) -> Event {
+        let mut line = match data {
             Some(text) => format!(
                 "{{\"seq\":{seq},\"event\":\"{name}\",\"sent_ns\":{sent_ns},\"data\":{}}}",
                 serde_json::Value::from(text)
             ),
             None => format!("{{\"seq\":{seq},\"event\":\"{name}\",\"sent_ns\":{sent_ns}}}"),
-        };
-        let mut sse_bytes = Vec::with_capacity(json.len() + 48);
-        sse::encode_event(&mut sse_bytes, Some(&seq.to_string()), Some(name), &json);
-        let mut line = Vec::with_capacity(json.len() + 1);
-        line.extend_from_slice(json.as_bytes());
+        }
+        .into_bytes();
         line.push(b'\n');
-        let mut chunk = Vec::with_capacity(line.len() + 12);
-        http::write_chunk(&mut chunk, &line);
-        let line = line.into_boxed_slice();
-        let mut frame = Vec::with_capacity(json.len() + 10);
-        ws::encode_frame(&mut frame, ws::OpCode::Text, json.as_bytes(), None);
         Event {
             seq,
             sent_ns,
-            json: json.into_bytes().into(),
-            sse: sse_bytes.into(),
-            chunk: chunk.into(),
-            line,
-            ws: frame.into(),
+            name,
+            line: line.into(),
+            sse: OnceLock::new(),
+            chunk: OnceLock::new(),
+            ws: OnceLock::new(),
         }
+    }
+
+    fn json(&self) -> &[u8] {
+        &self.line[..self.line.len() - 1]
     }
 
     /// The event in `encoding`.
     pub fn bytes(&self, encoding: Encoding) -> &[u8] {
         match encoding {
-            Encoding::Sse => &self.sse,
-            Encoding::Chunk => &self.chunk,
+            Encoding::Json => self.json(),
             Encoding::Line => &self.line,
-            Encoding::Ws => &self.ws,
-            Encoding::Json => &self.json,
+            Encoding::Sse => self.sse.get_or_init(|| {
+                // Serialized JSON has no line breaks: it fits one `data:` line.
+                let json = std::str::from_utf8(self.json()).unwrap_or_default();
+                let mut out = Vec::with_capacity(json.len() + 48);
+                sse::encode_event(&mut out, Some(&self.seq.to_string()), Some(self.name), json);
+                out.into()
+            }),
+            Encoding::Chunk => self.chunk.get_or_init(|| {
+                let mut out = Vec::with_capacity(self.line.len() + 12);
+                http::write_chunk(&mut out, &self.line);
+                out.into()
+            }),
+            Encoding::Ws => self.ws.get_or_init(|| {
+                let mut out = Vec::with_capacity(self.line.len() + 10);
+                ws::encode_frame(&mut out, ws::OpCode::Text, self.json(), None);
+                out.into()
+            }),
         }
+    }
+
+    /// What keeping the event may cost once every encoding is made: what the history's byte
+    /// bound counts, so the bound holds whoever subscribes later.
+    fn retained_cost(&self) -> usize {
+        // Four buffers (line, SSE, chunk, frame), each the JSON plus a little framing, plus the
+        // event itself.
+        4 * (self.line.len() + 48) + std::mem::size_of::<Event>()
     }
 }
 
-/// Numbers, encodes and retains events.
+/// Numbers, encodes and retains events: the newest `retain` of them, and no more than
+/// `retain_bytes` in all (the newest one is kept whatever its size).
 #[derive(Debug)]
 pub struct Hub {
     last_seq: u64,
     ring: VecDeque<Arc<Event>>,
     retain: usize,
+    retain_bytes: usize,
+    /// What the ring's events may cost (`Event::retained_cost`), in bytes.
+    retained: usize,
 }
 
 impl Hub {
-    /// A hub that keeps the last `retain` events (at least one).
-    pub fn new(retain: usize) -> Hub {
+    /// A hub that keeps the last `retain` events (at least one) within `retain_bytes`.
+    pub fn new(retain: usize, retain_bytes: usize) -> Hub {
         let retain = retain.max(1);
         Hub {
             last_seq: 0,
-            ring: VecDeque::with_capacity(retain),
+            ring: VecDeque::new(),
             retain,
+            retain_bytes,
+            retained: 0,
         }
     }
 
@@ -117,14 +144,24 @@ impl Hub {
         self.publish("message", now_ns, Some(text))
     }
 
-    fn publish(&mut self, name: &str, now_ns: u64, data: Option<&str>) -> Arc<Event> {
+    fn publish(&mut self, name: &'static str, now_ns: u64, data: Option<&str>) -> Arc<Event> {
         self.last_seq += 1;
         let event = Arc::new(Event::new(self.last_seq, name, now_ns, data));
-        if self.ring.len() == self.retain {
-            self.ring.pop_front();
-        }
+        self.retained += event.retained_cost();
         self.ring.push_back(Arc::clone(&event));
+        while self.ring.len() > self.retain
+            || (self.retained > self.retain_bytes && self.ring.len() > 1)
+        {
+            if let Some(old) = self.ring.pop_front() {
+                self.retained -= old.retained_cost();
+            }
+        }
         event
+    }
+
+    /// The oldest retained sequence number, if any event is retained.
+    pub fn oldest(&self) -> Option<u64> {
+        self.ring.front().map(|e| e.seq)
     }
 
     /// The sequence number of the newest event, 0 before the first.
@@ -219,7 +256,7 @@ mod tests {
 
     #[test]
     fn sequence_is_shared_and_ring_is_bounded() {
-        let mut hub = Hub::new(3);
+        let mut hub = Hub::new(3, usize::MAX);
         for i in 0..5 {
             hub.publish_tick(i);
         }
@@ -237,7 +274,7 @@ mod tests {
 
     #[test]
     fn encodings_carry_the_same_json() {
-        let mut hub = Hub::new(4);
+        let mut hub = Hub::new(4, usize::MAX);
         let e = hub.publish_message("a \"quoted\"\nline", 42);
         let json = std::str::from_utf8(e.bytes(Encoding::Json)).unwrap();
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
@@ -267,7 +304,7 @@ mod tests {
 
     #[test]
     fn a_subscriber_resumes_where_it_asks_or_at_the_newest() {
-        let mut hub = Hub::new(8);
+        let mut hub = Hub::new(8, usize::MAX);
         assert_eq!(hub.resume_point(None), 0);
         hub.publish_tick(1);
         hub.publish_tick(2);
@@ -277,8 +314,46 @@ mod tests {
     }
 
     #[test]
+    fn the_history_is_bounded_in_bytes_and_keeps_the_newest() {
+        let big = "x".repeat(10_000);
+        let cost = {
+            let mut hub = Hub::new(8, usize::MAX);
+            hub.publish_message(&big, 0).retained_cost()
+        };
+        let mut hub = Hub::new(1024, 3 * cost + cost / 2);
+        for i in 0..10 {
+            hub.publish_message(&big, i);
+        }
+        assert_eq!(
+            hub.since(0).map(|e| e.seq).collect::<Vec<_>>(),
+            vec![8, 9, 10]
+        );
+        assert!(hub.has_dropped_after(0));
+        // One event over the bound is still kept: the newest is always there.
+        let mut tiny = Hub::new(1024, 1);
+        tiny.publish_message(&big, 0);
+        tiny.publish_tick(1);
+        assert_eq!(tiny.oldest(), Some(2));
+        assert_eq!(tiny.last_seq(), 2);
+    }
+
+    #[test]
+    fn encodings_are_made_when_first_needed() {
+        let mut hub = Hub::new(8, usize::MAX);
+        let e = hub.publish_tick(5);
+        assert!(e.sse.get().is_none() && e.chunk.get().is_none() && e.ws.get().is_none());
+        assert_eq!(
+            e.bytes(Encoding::Line),
+            [e.bytes(Encoding::Json), b"\n"].concat()
+        );
+        let first = e.bytes(Encoding::Sse).as_ptr();
+        assert_eq!(e.bytes(Encoding::Sse).as_ptr(), first, "made once");
+        assert!(e.chunk.get().is_none());
+    }
+
+    #[test]
     fn poll_body_is_a_json_array() {
-        let mut hub = Hub::new(8);
+        let mut hub = Hub::new(8, usize::MAX);
         assert_eq!(hub.poll_body(0), b"[]");
         hub.publish_tick(1);
         hub.publish_tick(2);

@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn partial_writes_keep_order_and_length() {
-        let mut hub = Hub::new(4);
+        let mut hub = Hub::new(4, usize::MAX);
         let e = hub.publish_message("payload", 1);
         let mut q = OutQueue::default();
         q.push_owned(b"head ".to_vec());

@@ -544,6 +544,15 @@ impl Session {
         };
         for event in events {
             if event.seq > self.delivered {
+                if encoding == Encoding::Sse && event.seq > self.delivered + 1 {
+                    // A replay from further back than the history goes: say what is missing.
+                    let gap = format!(
+                        ": events {} to {} are no longer retained\n\n",
+                        self.delivered + 1,
+                        event.seq - 1
+                    );
+                    self.write(cx, gap.into_bytes());
+                }
                 self.delivered = event.seq;
                 self.set(flag::WRITING, true);
                 cx.act(Action::Write(Piece::Shared(Arc::clone(event), encoding)));
@@ -817,7 +826,7 @@ mod tests {
             Fake {
                 session: Session::new(&cfg, 0),
                 cfg,
-                hub: Hub::new(8),
+                hub: Hub::new(8, usize::MAX),
                 now: 0,
                 transcript: Vec::new(),
                 holding: false,
@@ -1246,6 +1255,11 @@ mod tests {
                 "SSE: Last-Event-ID replays what came after it, then goes live",
                 vec![Tick, Tick, Tick, input("GET /sse HTTP/1.1\r\nHost: a\r\nLast-Event-ID: 1\r\n\r\n"), Tick],
                 format!("<subscribe Sse Some(1)>{SSE_HEAD}{}{}{}", sse_event(2), sse_event(3), sse_event(4)),
+            ),
+            (
+                "SSE: a replay from before the history says what is gone, then gives what is left",
+                vec![Tick, Tick, Tick, Tick, Tick, Tick, Tick, Tick, Tick, Tick, input("GET /sse HTTP/1.1\r\nHost: a\r\nLast-Event-ID: 0\r\n\r\n")],
+                format!("<subscribe Sse Some(0)>{SSE_HEAD}: events 1 to 2 are no longer retained\n\n{}", (3..=10).map(sse_event).collect::<String>()),
             ),
             (
                 "SSE on shutdown: off the list, FIN",

@@ -41,10 +41,10 @@ struct Inner {
 }
 
 impl Broadcaster {
-    pub fn new(retain: usize, max_queue: usize) -> Broadcaster {
+    pub fn new(hub: Hub, max_queue: usize) -> Broadcaster {
         Broadcaster {
             inner: Mutex::new(Inner {
-                hub: Hub::new(retain),
+                hub,
                 subs: Slab::new(),
                 closed: false,
                 last_broadcast: Instant::now(),
@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn replay_then_live_without_gap_or_repeat() {
-        let b = Broadcaster::new(16, 1 << 20);
+        let b = Broadcaster::new(Hub::new(16, usize::MAX), 1 << 20);
         for _ in 0..5 {
             b.publish_tick();
         }
@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn a_subscriber_past_the_bound_is_cut_off() {
-        let b = Broadcaster::new(16, 200);
+        let b = Broadcaster::new(Hub::new(16, usize::MAX), 200);
         let (sock, _client) = socket();
         let sub = Subscriber::new(Kind::Stream, sock);
         b.subscribe(&sub, None, |_| {});
@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn heartbeats_and_shutdown() {
-        let b = Broadcaster::new(16, 1 << 20);
+        let b = Broadcaster::new(Hub::new(16, usize::MAX), 1 << 20);
         let (sock, _client) = socket();
         let sse = Subscriber::new(Kind::Sse, Arc::clone(&sock));
         let stream = Subscriber::new(Kind::Stream, Arc::clone(&sock));

@@ -44,7 +44,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::app::config::{ServerConfig, Threads, ACCEPT_RETRY_MS, SHUTDOWN_GRACE_MS};
-use crate::app::hub::KINDS;
+use crate::app::hub::{Hub, KINDS};
 use crate::app::stats::Stats;
 use crate::sys;
 
@@ -123,7 +123,7 @@ pub(crate) struct Shared {
 impl Shared {
     fn new(cfg: ServerConfig) -> Shared {
         Shared {
-            bcast: Broadcaster::new(cfg.retain, cfg.max_write_queue),
+            bcast: Broadcaster::new(Hub::new(cfg.retain, cfg.retain_bytes), cfg.max_write_queue),
             live: Arc::new(Live::default()),
             stop: Stop::default(),
             epoch: Instant::now(),

@@ -57,7 +57,7 @@ pub fn serve(cfg: ServerConfig, ready: impl FnOnce(SocketAddr)) -> std::io::Resu
         listener: Some(listener),
         signals,
         conns: Slab::new(),
-        hub: Hub::new(cfg.retain),
+        hub: Hub::new(cfg.retain, cfg.retain_bytes),
         subs: Subscribers::default(),
         timers: Deadlines::default(),
         actions: Vec::new(),
