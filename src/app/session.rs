@@ -191,6 +191,11 @@ impl Session {
         !self.has(flag::PAUSED | flag::PEER_EOF) && !matches!(self.phase, Phase::Closed)
     }
 
+    /// Bytes of input the session holds, waiting to be used.
+    pub fn buffered(&self) -> usize {
+        self.pending.as_ref().map_or(0, |p| p.len())
+    }
+
     pub fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)
     }
@@ -698,8 +703,7 @@ impl Session {
             }
             Phase::Closed | Phase::Lingering => {}
             _ => {
-                let backlog = self.pending.as_ref().map_or(0, |p| p.len());
-                if self.has(flag::PAUSED) && backlog < http::MAX_HEAD_BYTES {
+                if self.has(flag::PAUSED) && self.buffered() < http::MAX_HEAD_BYTES {
                     self.set(flag::PAUSED, false);
                     cx.act(Action::ResumeReading);
                 }
