@@ -73,7 +73,10 @@ impl Model {
         match action {
             Action::Write(piece) => self.transcript.extend_from_slice(piece.bytes()),
             Action::Subscribe { kind, after } => {
-                note(&mut self.transcript, format!("subscribe {kind:?} {after:?}"));
+                note(
+                    &mut self.transcript,
+                    format!("subscribe {kind:?} {after:?}"),
+                );
                 let from = self.hub.resume_point(after);
                 self.call(|s, cx, hub| s.subscribed(cx, from, hub.since(from)));
             }
