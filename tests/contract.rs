@@ -103,6 +103,7 @@ macro_rules! contract_suite {
                 slowloris_gets_408_and_is_closed,
                 idle_connections_are_closed_but_subscribers_are_not,
                 slow_consumer_is_cut_off_and_others_are_served,
+                a_client_that_reads_no_answers_is_not_read_either,
                 sigterm_ends_streams_cleanly_and_exits_0,
                 garbage_leaves_the_server_serving,
             );
@@ -1567,6 +1568,43 @@ fn slow_consumer_is_cut_off_and_others_are_served(args: &[&str]) {
     assert!(slow.closes(), "the slow subscriber's connection is closed");
     prober.send(get("/"));
     assert_probe(&prober.response());
+}
+
+fn a_client_that_reads_no_answers_is_not_read_either(args: &[&str]) {
+    let server = start(args, &[]);
+    // Pipelined probes, none of whose answers is read: once the answers back up, the server
+    // must stop reading (backpressure) rather than buffer answers without bound.
+    let s = server.connect();
+    s.set_nonblocking(true).unwrap();
+    let burst = get("/").repeat(1000);
+    let limit = 256 << 20;
+    let mut sent = 0usize;
+    let mut stalled_since = None;
+    while sent < limit {
+        match (&s).write(burst.as_bytes()) {
+            Ok(n) => {
+                sent += n;
+                stalled_since = None;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *stalled_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(1) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("the server gave up on the connection: {e}"),
+        }
+    }
+    // What the kernel's buffers on both sides hold, and a few reads of the server's: megabytes,
+    // not the quarter gigabyte sent before the server stopped when it kept reading.
+    assert!(
+        sent < 64 << 20,
+        "{sent} bytes taken from a client that reads nothing"
+    );
+    let mut c = Client::open(&server);
+    c.send(get("/"));
+    assert_probe(&c.response());
 }
 
 // ---- shutdown and abuse ------------------------------------------------------------------------

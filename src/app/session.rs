@@ -196,10 +196,6 @@ impl Session {
         self.pending.as_ref().map_or(0, |p| p.len())
     }
 
-    pub fn is_closed(&self) -> bool {
-        matches!(self.phase, Phase::Closed)
-    }
-
     fn has(&self, f: u8) -> bool {
         self.flags & f != 0
     }
