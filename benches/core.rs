@@ -85,12 +85,16 @@ fn server_sent_events(c: &mut Criterion) {
 }
 
 fn broadcast(c: &mut Criterion) {
-    c.bench_function("hub/publish (encode for 4 transports)", |b| {
+    c.bench_function("hub/publish and encode for every wire", |b| {
         let mut hub = Hub::new(1024, usize::MAX);
         let mut t = 0;
         b.iter(|| {
             t += 1;
-            black_box(hub.publish_message("a short chat message", t))
+            let event = hub.publish_message("a short chat message", t);
+            // Encodings are made when first asked for: ask for each, as subscribers would.
+            for encoding in [Encoding::Sse, Encoding::Chunk, Encoding::Ws, Encoding::Json] {
+                black_box(event.bytes(encoding));
+            }
         })
     });
     let mut g = c.benchmark_group("hub/fan-out one event into N write queues");
