@@ -102,26 +102,38 @@ impl Conn {
         }
     }
 
-    /// Calls the session and performs what it asks for.
+    /// Calls the session and performs what it asks for. Some actions are answered by calling
+    /// the session again, whose actions come next: a loop, not recursion, so pipelined requests
+    /// answered at once cost no stack (a connection thread's may be small, `--stack-size`).
     fn call(&mut self, f: impl FnOnce(&mut Session, &mut Ctx)) {
         let mut actions = std::mem::take(&mut self.actions);
-        let mut cx = Ctx {
-            cfg: &self.shared.cfg,
-            now: self.shared.now_ms(),
-            actions: &mut actions,
-        };
-        f(&mut self.session, &mut cx);
-        for action in actions.drain(..) {
-            self.perform(action);
+        self.ask(&mut actions, f);
+        let mut next = Vec::new();
+        while !actions.is_empty() {
+            for action in actions.drain(..) {
+                self.perform(action, &mut next);
+            }
+            std::mem::swap(&mut actions, &mut next);
         }
         self.actions = actions;
     }
 
-    fn perform(&mut self, action: Action) {
+    /// Calls the session with the time and the configuration; its actions go to `actions`.
+    fn ask(&mut self, actions: &mut Vec<Action>, f: impl FnOnce(&mut Session, &mut Ctx)) {
+        let mut cx = Ctx {
+            cfg: &self.shared.cfg,
+            now: self.shared.now_ms(),
+            actions,
+        };
+        f(&mut self.session, &mut cx);
+    }
+
+    /// Carries out one action; what the session says in answer goes to `next`.
+    fn perform(&mut self, action: Action, next: &mut Vec<Action>) {
         let shared = Arc::clone(&self.shared);
         match action {
             Action::Write(piece) => self.write(piece),
-            Action::Subscribe { kind, after } => self.subscribe(kind, after),
+            Action::Subscribe { kind, after } => self.subscribe(kind, after, next),
             Action::Unsubscribe(_) => {
                 if let Some(sub) = &self.sub {
                     shared.bcast.unsubscribe(sub);
@@ -129,11 +141,11 @@ impl Conn {
             }
             Action::Publish(text) => {
                 let (seq, subscribers) = shared.bcast.publish_message(&text);
-                self.call(|s, cx| s.published(cx, seq, subscribers));
+                self.ask(next, |s, cx| s.published(cx, seq, subscribers));
             }
             Action::Stats => {
                 let json = shared.stats().to_json();
-                self.call(|s, cx| s.stats(cx, &json));
+                self.ask(next, |s, cx| s.stats(cx, &json));
             }
             // A thread reads only when it is about to use what it reads: that is backpressure.
             Action::PauseReading | Action::ResumeReading => {}
@@ -286,7 +298,7 @@ impl Conn {
 
     // ---- subscribing -----------------------------------------------------------------------
 
-    fn subscribe(&mut self, kind: Kind, after: Option<u64>) {
+    fn subscribe(&mut self, kind: Kind, after: Option<u64>, next: &mut Vec<Action>) {
         let shared = Arc::clone(&self.shared);
         let sub = Subscriber::new(kind, Arc::clone(self.sock()));
         if kind == Kind::Ws {
@@ -296,7 +308,7 @@ impl Conn {
                 Err(_) => {
                     // No thread to write with: refuse the upgrade instead of half-serving it.
                     shared.rejected();
-                    return self.call(|s, cx| s.refused(cx));
+                    return self.ask(next, |s, cx| s.refused(cx));
                 }
             }
         }
@@ -321,9 +333,7 @@ impl Conn {
             }
         });
         self.sub = Some(sub);
-        for action in actions {
-            self.perform(action);
-        }
+        next.append(&mut actions);
     }
 
     /// The connection is over: leave the registry, stop the writer, let the socket go.

@@ -24,27 +24,45 @@ impl Server {
         self.flush(key);
     }
 
-    /// Calls `key`'s session and performs its actions (some of which call it again).
+    /// Calls `key`'s session and performs its actions. Some of them are answered by calling the
+    /// session again, whose actions come next: a loop, not recursion, so a client that pipelines
+    /// a thousand requests answered at once costs no stack.
     fn drive(&mut self, key: usize, f: impl FnOnce(&mut Session, &mut Ctx, &Hub)) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
         let mut actions = std::mem::take(&mut self.actions);
-        let before = conn.session.deadline();
-        let mut cx = Ctx {
-            cfg: &self.cfg,
-            now: self.now,
-            actions: &mut actions,
-        };
-        f(&mut conn.session, &mut cx, &self.hub);
-        self.timers.set(key, before, conn.session.deadline());
-        for action in actions.drain(..) {
-            self.perform(key, action);
+        self.call(key, &mut actions, f);
+        let mut next = Vec::new();
+        while !actions.is_empty() {
+            for action in actions.drain(..) {
+                self.perform(key, action, &mut next);
+            }
+            std::mem::swap(&mut actions, &mut next);
         }
         self.actions = actions;
     }
 
-    fn perform(&mut self, key: usize, action: Action) {
+    /// Calls `key`'s session with the time and the configuration; its actions go to `actions`,
+    /// and its deadline into the timer heap.
+    fn call(
+        &mut self,
+        key: usize,
+        actions: &mut Vec<Action>,
+        f: impl FnOnce(&mut Session, &mut Ctx, &Hub),
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let before = conn.session.deadline();
+        let mut cx = Ctx {
+            cfg: &self.cfg,
+            now: self.now,
+            actions,
+        };
+        f(&mut conn.session, &mut cx, &self.hub);
+        self.timers.set(key, before, conn.session.deadline());
+    }
+
+    /// Carries out one action; what the session says in answer goes to `next`.
+    fn perform(&mut self, key: usize, action: Action, next: &mut Vec<Action>) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -53,18 +71,20 @@ impl Server {
             Action::Subscribe { kind, after } => {
                 conn.sub_index = self.subs.add(kind, key);
                 let from = self.hub.resume_point(after);
-                self.drive(key, |s, cx, hub| s.subscribed(cx, from, hub.since(from)));
+                self.call(key, next, |s, cx, hub| {
+                    s.subscribed(cx, from, hub.since(from))
+                });
             }
             Action::Unsubscribe(kind) => self.unsubscribe(key, kind),
             Action::Publish(text) => {
                 let subscribers = self.subs.total() as u64;
                 let seq = self.hub.publish_message(&text, sys::now_ns()).seq;
                 self.broadcast_started();
-                self.drive(key, |s, cx, _| s.published(cx, seq, subscribers));
+                self.call(key, next, |s, cx, _| s.published(cx, seq, subscribers));
             }
             Action::Stats => {
                 let json = self.stats().to_json();
-                self.drive(key, |s, cx, _| s.stats(cx, &json));
+                self.call(key, next, |s, cx, _| s.stats(cx, &json));
             }
             // Reading stops by itself: `read` asks the session first.
             Action::PauseReading => {}
