@@ -50,7 +50,8 @@ pub enum Action {
     ResumeReading,
     /// Everything queued is written: send FIN. The session lingers for the peer's.
     ShutWrite,
-    /// Close the connection now. The session is done.
+    /// Close the connection now; bytes handed out before go as far as the socket takes them
+    /// without waiting. The session is done.
     Close,
 }
 
