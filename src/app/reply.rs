@@ -29,15 +29,25 @@ pub fn error(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)], keep_aliv
 /// which suits a stream that has no end and keeps every event's bytes exactly as encoded; only
 /// the answer to a HEAD, which has no body, may keep the connection (`keep_alive`).
 pub fn sse_head(out: &mut Vec<u8>, keep_alive: bool) {
+    // Tells nginx-style proxies not to buffer the stream.
+    uncached_head(
+        out,
+        "text/event-stream",
+        keep_alive,
+        &[("X-Accel-Buffering", "no")],
+    );
+}
+
+/// A `200` head of a `Content-Type` that must not be cached, without a length, then `extra`.
+fn uncached_head(out: &mut Vec<u8>, content_type: &str, keep_alive: bool, extra: &[(&str, &str)]) {
     let mut fields = vec![
-        ("Content-Type", "text/event-stream"),
+        ("Content-Type", content_type),
         ("Cache-Control", "no-cache"),
     ];
     if !keep_alive {
         fields.push(("Connection", "close"));
     }
-    // Tells nginx-style proxies not to buffer the stream.
-    fields.push(("X-Accel-Buffering", "no"));
+    fields.extend_from_slice(extra);
     write_head(out, 200, &fields);
 }
 
@@ -119,14 +129,7 @@ pub fn poll(out: &mut Vec<u8>, body: &[u8], keep_alive: bool) {
 /// The head a `/poll` answer has, for a HEAD request: no length, since the body GET would get
 /// depends on when it is answered.
 pub fn poll_head(out: &mut Vec<u8>, keep_alive: bool) {
-    let mut fields = vec![
-        ("Content-Type", "application/json"),
-        ("Cache-Control", "no-cache"),
-    ];
-    if !keep_alive {
-        fields.push(("Connection", "close"));
-    }
-    write_head(out, 200, &fields);
+    uncached_head(out, "application/json", keep_alive, &[]);
 }
 
 /// Cuts a complete response down to its head: the answer to a HEAD (RFC 9110 §9.3.2) has the

@@ -130,21 +130,20 @@ impl Conn {
 
     /// Carries out one action; what the session says in answer goes to `next`.
     fn perform(&mut self, action: Action, next: &mut Vec<Action>) {
-        let shared = Arc::clone(&self.shared);
         match action {
             Action::Write(piece) => self.write(piece),
             Action::Subscribe { kind, after } => self.subscribe(kind, after, next),
             Action::Unsubscribe(_) => {
                 if let Some(sub) = &self.sub {
-                    shared.bcast.unsubscribe(sub);
+                    self.shared.bcast.unsubscribe(sub);
                 }
             }
             Action::Publish(text) => {
-                let (seq, subscribers) = shared.bcast.publish_message(&text);
+                let (seq, subscribers) = self.shared.bcast.publish_message(&text);
                 self.ask(next, |s, cx| s.published(cx, seq, subscribers));
             }
             Action::Stats => {
-                let json = shared.stats().to_json();
+                let json = self.shared.stats().to_json();
                 self.ask(next, |s, cx| s.stats(cx, &json));
             }
             // A thread reads only when it is about to use what it reads: that is backpressure.
