@@ -27,6 +27,8 @@ pub struct Panel {
 
 pub const EVENTED: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 pub const BLOCKING: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+/// A third server (a blocking pool beside the unbounded one).
+pub const POOL: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
 
 /// A paler shade of `c`, for a series that belongs with another.
 pub fn lighter(c: RGBColor) -> RGBColor {

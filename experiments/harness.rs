@@ -60,6 +60,11 @@ impl ServerProc {
         sys::read_proc(Some(self.pid())).ok()
     }
 
+    /// Whether the server is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// SIGTERM, then SIGKILL if it has not exited after 5 s.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         if let Ok(Some(status)) = self.child.try_wait() {

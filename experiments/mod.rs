@@ -4,6 +4,7 @@
 
 mod chart;
 mod harness;
+pub mod hostile;
 pub mod idle_cost;
 pub mod starvation;
 
@@ -14,6 +15,9 @@ pub enum Experiment {
     Starvation(starvation::Args),
     /// Resident memory and threads per idle SSE / WebSocket connection, for both models.
     IdleCost(idle_cost::Args),
+    /// Slowloris, silent, non-reading and flooding clients against each model: what ends each
+    /// kind, what good clients notice, how long until the server is back to its baseline.
+    Hostile(hostile::Args),
 }
 
 /// Each experiment's name and what it shows, for `c10k list`: the same doc comments that
@@ -34,5 +38,6 @@ pub fn run(experiment: &Experiment) -> Result<(), String> {
     match experiment {
         Experiment::Starvation(args) => starvation::run(args),
         Experiment::IdleCost(args) => idle_cost::run(args),
+        Experiment::Hostile(args) => hostile::run(args),
     }
 }

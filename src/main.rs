@@ -34,6 +34,9 @@ enum Command {
     List,
     /// Show the Linux limits that bound how many connections each model can hold here.
     Doctor,
+    /// The misbehaving clients of `c10k run hostile`.
+    #[command(hide = true)]
+    Hostile(load::hostile::HostileArgs),
 }
 
 const DEFAULT: ServerConfig = ServerConfig::DEFAULT;
@@ -137,6 +140,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Doctor => doctor::run(),
+        Command::Hostile(args) => load::hostile::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

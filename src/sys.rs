@@ -90,6 +90,27 @@ pub fn read_proc(pid: Option<u32>) -> io::Result<ProcReading> {
     Ok(reading)
 }
 
+/// CPU time a process has used so far, user and system, from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> io::Result<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses: the fields that follow start after
+    // the last `)`. utime and stime are fields 14 and 15, counting from the pid.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let mut fields = rest.split_whitespace().skip(11);
+    let mut ticks = || fields.next().and_then(|f| f.parse::<u64>().ok());
+    let (Some(user), Some(system)) = (ticks(), ticks()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "unreadable /proc/PID/stat",
+        ));
+    };
+    // SAFETY: sysconf has no preconditions.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(std::time::Duration::from_micros(
+        (user + system) * 1_000_000 / per_sec,
+    ))
+}
+
 fn parse_kb(v: &str) -> u64 {
     v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0)
 }
@@ -109,6 +130,18 @@ mod tests {
         assert!(r.rss_bytes > 0);
         assert!(r.threads >= 1);
         assert!(r.fds >= 1);
+    }
+
+    #[test]
+    fn cpu_time_grows_with_work() {
+        let pid = std::process::id();
+        let before = cpu_time(pid).unwrap();
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < std::time::Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        assert!(cpu_time(pid).unwrap() > before);
     }
 
     #[test]

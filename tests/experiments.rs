@@ -109,3 +109,53 @@ fn idle_cost_counts_threads_per_connection() {
     assert!(added(ws) >= 2 * n as i64, "two threads per WebSocket: {ws}");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn hostile_quick_every_server_survives_and_gives_descriptors_back() {
+    let out = out_dir("hostile");
+    run(&["hostile", "--quick"], &out);
+    let results = json(out.join("hostile.json"));
+    let targets = results["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 3, "evented, blocking unbounded, a pool");
+    for t in targets {
+        let r = &t["recovery"];
+        assert_eq!(r["server_alive"], true, "{}", t["verdict"]);
+        assert_eq!(r["clean_exit"], true, "{}", t["verdict"]);
+        assert!(
+            r["fds_back_ms"].is_u64(),
+            "descriptors not back to the baseline: {}",
+            t["verdict"]
+        );
+        let ending = |name: &str| {
+            t["behaviours"]
+                .as_array()
+                .and_then(|b| b.iter().find(|b| b["behaviour"] == name))
+                .unwrap_or_else(|| panic!("no tally for {name}"))
+                .clone()
+        };
+        // The quick run's 2 s header timeout ends slowloris heads within the attack.
+        assert!(
+            ending("slowloris")["statuses"]["408"].as_u64() > Some(0),
+            "{t}"
+        );
+        assert!(ending("oversized-head")["statuses"]["431"].as_u64() > Some(0));
+        assert!(ending("random-bytes")["statuses"]["400"].as_u64() > Some(0));
+    }
+    let evented = &targets[0];
+    assert_eq!(evented["label"], "evented");
+    for phase in evented["phases"].as_array().expect("phases") {
+        assert!(phase["probes_answered"].as_u64() > Some(0), "{phase}");
+        assert_eq!(phase["probe_timeouts"], 0, "{phase}");
+        assert_eq!(phase["probe_errors"], 0, "{phase}");
+        assert_eq!(phase["subscribers_lost"], 0, "{phase}");
+    }
+    let during = &evented["phases"][1];
+    assert!(during["hostile_open_peak"].as_u64() > Some(50), "{during}");
+    for file in ["hostile.csv", "hostile-phases.csv", "hostile.svg"] {
+        let len = std::fs::metadata(out.join(file))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(len > 100, "{file} missing or empty");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -21,6 +21,7 @@
 mod client;
 mod conns;
 mod engine;
+pub mod hostile;
 mod merge;
 mod net;
 mod probe;
