@@ -171,11 +171,14 @@ pub struct HostileReport {
 
 const STOP: Token = Token(usize::MAX);
 const RETRY: Duration = Duration::from_secs(1);
+/// Slots are looked at this often: often enough that new connections go out in small groups,
+/// not in bursts that would measure the burst rather than the behaviours.
+const TICK: Duration = Duration::from_millis(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const SMALL_RCVBUF: usize = 4096;
-/// The most a connection writes in one go: a server that keeps reading a ping flood would
-/// otherwise keep this loop writing forever.
-const FLOOD_BURST: usize = 256 * 1024;
+/// The most a connection writes in one go (a ping flood: per tick): a server that keeps reading
+/// would otherwise keep this loop writing forever.
+const FLOOD_BURST: usize = 32 * 1024;
 const HOST: &str = "Host: hostile\r\n";
 
 struct Conn {
@@ -295,8 +298,7 @@ impl<'a> Attack<'a> {
         let mut next_second = start + Duration::from_secs(1);
         let mut next_tick = start;
         'run: while Instant::now() < end {
-            self.poll
-                .poll(&mut events, Some(Duration::from_millis(20)))?;
+            self.poll.poll(&mut events, Some(TICK / 2))?;
             for event in &events {
                 match event.token() {
                     STOP => break 'run,
@@ -305,7 +307,7 @@ impl<'a> Attack<'a> {
             }
             let now = Instant::now();
             if now >= next_tick {
-                next_tick = now + Duration::from_millis(100);
+                next_tick = now + TICK;
                 self.on_tick(now);
             }
             if now >= next_second {
