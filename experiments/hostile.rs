@@ -119,6 +119,9 @@ pub struct PhaseRow {
     pub event_p99_worst_second_us: Option<u64>,
     /// Server CPU time over the phase's wall time, in percent of one core.
     pub server_cpu_pct: f64,
+    /// The same for the process playing the hostile clients (during the attack): on a small
+    /// machine the attacker's CPU is CPU the server and the good clients do not get.
+    pub attacker_cpu_pct: f64,
     pub server_rss_peak_bytes: u64,
     pub server_fds_peak: u64,
     pub server_threads_peak: u64,
@@ -368,6 +371,9 @@ fn attack(args: &Args, target: &Target, dir: &Path) -> Result<TargetResult, Stri
             )?),
             _ => None,
         };
+        let attacker_cpu_at_start = hostile
+            .as_ref()
+            .map_or(Duration::ZERO, HostileProc::cpu_time);
         let phase_end = phase_start + Duration::from_secs(len);
         let mut row = PhaseRow {
             phase: phase.name().to_string(),
@@ -439,6 +445,8 @@ fn attack(args: &Args, target: &Target, dir: &Path) -> Result<TargetResult, Stri
             }
         }
         if let Some(h) = hostile.take() {
+            let used = h.cpu_time().saturating_sub(attacker_cpu_at_start);
+            row.attacker_cpu_pct = used.as_secs_f64() / phase_start.elapsed().as_secs_f64() * 100.0;
             hostile_report = h.finish()?;
             stopped_at = Some(Instant::now());
         }
@@ -581,7 +589,7 @@ fn print_tables(results: &[TargetResult]) {
     for r in results {
         for p in &r.phases {
             println!(
-                "{:<32} {:>6} {:>8} {:>9} {:>9} {:>5} {:>9} {:>9} {:>4.0}% {:>9} {:>6}",
+                "{:<32} {:>6} {:>8} {:>9} {:>9} {:>5} {:>9} {:>9} {:>4.0}% {:>9} {:>6} {:>7.0}%",
                 r.label,
                 p.phase,
                 format!("{}/{}", p.probes_answered, p.probes_sent),
@@ -592,7 +600,8 @@ fn print_tables(results: &[TargetResult]) {
                 fmt_us(p.event_p99_worst_second_us),
                 p.server_cpu_pct,
                 fmt_mib(p.server_rss_peak_bytes),
-                p.server_fds_peak
+                p.server_fds_peak,
+                p.attacker_cpu_pct
             );
         }
     }
@@ -694,6 +703,7 @@ fn write_results(
                 opt(p.event_p50_us),
                 opt(p.event_p99_worst_second_us),
                 format!("{:.1}", p.server_cpu_pct),
+                format!("{:.1}", p.attacker_cpu_pct),
                 p.server_rss_peak_bytes.to_string(),
                 p.server_fds_peak.to_string(),
                 p.server_threads_peak.to_string(),
@@ -719,6 +729,7 @@ fn write_results(
             "event_p50_us",
             "event_p99_worst_second_us",
             "server_cpu_pct",
+            "attacker_cpu_pct",
             "server_rss_peak_bytes",
             "server_fds_peak",
             "server_threads_peak",
@@ -884,6 +895,10 @@ impl HostileProc {
             seconds: rx,
             report_path: report_path.to_path_buf(),
         })
+    }
+
+    fn cpu_time(&self) -> Duration {
+        sys::cpu_time(self.child.id()).unwrap_or_default()
     }
 
     fn poll(&mut self) -> Vec<HostileSecond> {
