@@ -22,6 +22,12 @@ struct Run {
 
 /// Runs `c10k load --target TARGET ARGS... --progress json --json TMP` and parses what it wrote.
 fn load(target: SocketAddr, args: &[&str]) -> Run {
+    let target = target.to_string();
+    load_with(&[&["--target", &target], args].concat())
+}
+
+/// Runs `c10k load ARGS... --progress json --json TMP` and parses what it wrote.
+fn load_with(args: &[&str]) -> Run {
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let path = std::env::temp_dir().join(format!(
         "c10k-load-test-{}-{}.json",
@@ -30,7 +36,6 @@ fn load(target: SocketAddr, args: &[&str]) -> Run {
     ));
     let mut child = Command::new(env!("CARGO_BIN_EXE_c10k"))
         .arg("load")
-        .args(["--target", &target.to_string()])
         .args(args)
         .args(["--progress", "json", "--json"])
         .arg(&path)
@@ -368,5 +373,139 @@ fn a_bad_answer_after_the_head_is_a_failure_not_an_open_connection() {
         assert_eq!((t.established, t.peak_open), (0, 0), "{kind}: {t:?}");
         assert_eq!((t.failed.other, t.failed_total), (10, 10), "{kind}: {:?}", t.failed);
         assert_eq!(run.seconds.last().map(|s| s.open), Some(0));
+    }
+}
+
+/// A small SSE server that is not the contract's: events at `/events?room=1`, only for a
+/// request with `X-Token: secret` (401 otherwise), each carrying its send time in milliseconds
+/// as `ts`, every 50 ms, and no `seq`.
+fn foreign_sse_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let authorized = head.starts_with("get /events?room=1 http/1.1\r\n")
+                    && head.contains("\r\nx-token: secret\r\n");
+                if !authorized {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    return;
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n",
+                );
+                loop {
+                    let ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis();
+                    let event = format!("event: note\ndata: {{\"ts\":{ms},\"text\":\"hi\"}}\n\n");
+                    if stream.write_all(event.as_bytes()).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_foreign_sse_server_through_url_header_and_a_millisecond_timestamp() {
+    let addr = foreign_sse_server();
+    let url = format!("http://{addr}/events?room=1");
+    let common = ["--url", &url, "--connections", "4", "--ramp-per-sec", "100"];
+    let run = load_with(
+        &[
+            &common[..],
+            &["--hold-s", "1", "--probe-ms", "0", "-H", "X-Token: secret"],
+            &["--timestamp", "ts"],
+        ]
+        .concat(),
+    );
+    let t = &run.report.totals;
+    assert_eq!(run.report.target, url);
+    assert_eq!(t.established, 4, "{t:?}");
+    assert_eq!(t.failed_total, 0, "{t:?}");
+    assert!(t.events >= 4, "{t:?}");
+    // Milliseconds read as milliseconds: a latency, not 55 years.
+    let p99 = t.event_p99_us.expect("delivery latency from the ts field");
+    assert!(p99 < 10_000_000, "{t:?}");
+    assert!(
+        run.report.summary().contains("needs events with a seq"),
+        "{}",
+        run.report.summary()
+    );
+
+    // Without the field the server asks for: every connection is refused with its status.
+    let run = load_with(&[&common[..], &["--hold-s", "0", "--probe-ms", "0"]].concat());
+    let t = &run.report.totals;
+    assert_eq!((t.established, t.failed.http_error), (0, 4), "{t:?}");
+
+    // Without --timestamp: events counted, latency not measured, and the summary says why.
+    let run = load_with(
+        &[
+            &common[..],
+            &["--hold-s", "1", "--probe-ms", "0", "-H", "X-Token: secret"],
+        ]
+        .concat(),
+    );
+    let t = &run.report.totals;
+    assert!(t.events >= 4 && t.event_p50_us.is_none(), "{t:?}");
+    assert!(
+        run.report.summary().contains("--timestamp"),
+        "{}",
+        run.report.summary()
+    );
+}
+
+#[test]
+fn the_contract_through_url_on_both_models() {
+    for model in ["evented", "blocking"] {
+        let server = Server::start(&["--model", model, "--tick-ms", "50"]);
+        for (url, kind) in [
+            (format!("http://{}/sse", server.addr), "sse"),
+            (format!("http://{}/stream", server.addr), "stream"),
+            (format!("http://{}/poll", server.addr), "poll"),
+            (format!("ws://{}/ws", server.addr), "sse"),
+        ] {
+            let run = load_with(&[
+                "--url",
+                &url,
+                "--kind",
+                kind,
+                "--connections",
+                "3",
+                "--ramp-per-sec",
+                "100",
+                "--hold-s",
+                "0.5",
+                "--probe-ms",
+                "0",
+            ]);
+            let t = &run.report.totals;
+            assert_eq!(
+                (t.established, t.failed_total),
+                (3, 0),
+                "{model} {url}: {t:?}"
+            );
+            assert!(
+                t.events > 0 && t.event_p50_us.is_some(),
+                "{model} {url}: {t:?}"
+            );
+        }
     }
 }

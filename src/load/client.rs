@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::proto::http::{self, BodyDecoder, BodyFraming, ResponseHead};
 use crate::proto::{sse, ws};
 
+use super::endpoint::{Request, Timestamp};
 use super::net::Cause;
 use super::Kind;
 
@@ -38,11 +39,12 @@ impl Fail {
     }
 }
 
-/// The part of an event the load generator measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The part of an event the load generator measures: its `seq` and its send time (ns since the
+/// epoch), each when the event carries it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Delivered {
-    pub seq: u64,
-    pub sent_ns: u64,
+    pub seq: Option<u64>,
+    pub sent_ns: Option<u64>,
 }
 
 /// What one `on_data` call changed, besides events and bytes to send.
@@ -62,6 +64,10 @@ pub struct Io<'a> {
     pub events: &'a mut Vec<Delivered>,
     /// Masking keys for client frames.
     pub rng: &'a mut Rng,
+    /// What every request asks for (a long poll writes the next one from it).
+    pub request: &'a Request,
+    /// Where an event's send time is.
+    pub timestamp: &'a Timestamp,
 }
 
 enum Phase {
@@ -126,32 +132,31 @@ impl Default for Rng {
 
 impl Session {
     /// A session for `kind`; appends its request (sent once the TCP connect completes) to `out`.
-    pub fn new(kind: Kind, host: &str, rng: &mut Rng, out: &mut Vec<u8>) -> Session {
+    pub fn new(kind: Kind, request: &Request, rng: &mut Rng, out: &mut Vec<u8>) -> Session {
         let mut ws_key = None;
+        let path = &request.path;
         match kind {
-            Kind::Sse => out.extend_from_slice(
-                format!(
-                    "GET /sse HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
-                )
-                .as_bytes(),
+            Kind::Sse => request.write_get(
+                path,
+                "Accept: text/event-stream\r\nCache-Control: no-cache\r\n",
+                out,
             ),
-            Kind::Stream => out.extend_from_slice(
-                format!("GET /stream HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
-            ),
+            Kind::Stream => request.write_get(path, "", out),
             Kind::Ws => {
                 let mut nonce = [0u8; 16];
                 nonce[..8].copy_from_slice(&rng.next_u64().to_ne_bytes());
                 nonce[8..].copy_from_slice(&rng.next_u64().to_ne_bytes());
                 let key = BASE64.encode(nonce);
-                out.extend_from_slice(
-                    format!(
-                        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                    )
-                    .as_bytes(),
+                request.write_get(
+                    path,
+                    &format!(
+                        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                    ),
+                    out,
                 );
                 ws_key = Some(key.into_boxed_str());
             }
-            Kind::Poll => poll_request(out, host, None),
+            Kind::Poll => request.write_get(&request.poll_path(None), "", out),
         }
         Session {
             kind,
@@ -171,15 +176,15 @@ impl Session {
         matches!(self.phase, Phase::Ws(_))
     }
 
-    /// Takes bytes received from the server. `host` is needed to write the next poll.
-    pub fn on_data(&mut self, data: &[u8], host: &str, io: &mut Io<'_>) -> Result<Step, Fail> {
+    /// Takes bytes received from the server.
+    pub fn on_data(&mut self, data: &[u8], io: &mut Io<'_>) -> Result<Step, Fail> {
         let mut step = Step::default();
         // Bytes that arrived behind a response head, owned once the head's buffer is gone.
         let mut carried: Vec<u8>;
         let mut rest = data;
         while !rest.is_empty() {
             let Phase::Head(buf) = &mut self.phase else {
-                let used = self.feed_body(rest, &mut step, host, io)?;
+                let used = self.feed_body(rest, &mut step, io)?;
                 rest = &rest[used..];
                 continue;
             };
@@ -199,7 +204,7 @@ impl Session {
                     rest = &carried;
                     self.on_head(head, &mut step)?;
                     // A body-less poll answer is complete with its head.
-                    self.finish_poll(&mut step, host, io)?;
+                    self.finish_poll(&mut step, io)?;
                 }
                 Ok(None) => {
                     if buf.is_empty() {
@@ -215,13 +220,7 @@ impl Session {
 
     /// Feeds body bytes to the current phase; returns how many it used (all of them, except
     /// when a poll answer ends and what follows belongs to the next answer).
-    fn feed_body(
-        &mut self,
-        data: &[u8],
-        step: &mut Step,
-        host: &str,
-        io: &mut Io<'_>,
-    ) -> Result<usize, Fail> {
+    fn feed_body(&mut self, data: &[u8], step: &mut Step, io: &mut Io<'_>) -> Result<usize, Fail> {
         match &mut self.phase {
             Phase::Head(_) => Ok(0),
             Phase::Sse(body, parser) => {
@@ -234,7 +233,8 @@ impl Session {
                     return Err(Fail::new(Cause::Other, "SSE event over 1 MiB"));
                 }
                 for event in events {
-                    io.events.push(parse_event(event.data.as_bytes())?);
+                    io.events
+                        .push(parse_event(event.data.as_bytes(), io.timestamp));
                 }
                 Ok(data.len())
             }
@@ -243,8 +243,7 @@ impl Session {
                     .decode(data, line)
                     .map_err(|_| Fail::new(Cause::Other, "malformed chunked body"))?;
                 while let Some(end) = line.iter().position(|&b| b == b'\n') {
-                    let event = parse_event(&line[..end])?;
-                    io.events.push(event);
+                    io.events.push(parse_event(&line[..end], io.timestamp));
                     line.drain(..=end);
                 }
                 if line.len() > MAX_MESSAGE {
@@ -265,7 +264,7 @@ impl Session {
                     match message {
                         None => {}
                         Some(ws::Message::Text(text)) => {
-                            io.events.push(parse_event(text.as_bytes())?);
+                            io.events.push(parse_event(text.as_bytes(), io.timestamp));
                         }
                         Some(ws::Message::Binary(_)) | Some(ws::Message::Pong(_)) => {}
                         Some(ws::Message::Ping(payload)) => {
@@ -294,31 +293,43 @@ impl Session {
                 let used = body
                     .decode(data, buf)
                     .map_err(|_| Fail::new(Cause::Other, "malformed poll body"))?;
-                self.finish_poll(step, host, io)?;
+                self.finish_poll(step, io)?;
                 Ok(used)
             }
         }
     }
 
     /// When a poll answer's body is complete: takes its events and asks for the next ones.
-    fn finish_poll(&mut self, step: &mut Step, host: &str, io: &mut Io<'_>) -> Result<(), Fail> {
+    fn finish_poll(&mut self, step: &mut Step, io: &mut Io<'_>) -> Result<(), Fail> {
         let Phase::PollBody(body, buf) = &self.phase else {
             return Ok(());
         };
         if !body.is_done() {
             return Ok(());
         }
+        let not_json = |_| Fail::new(Cause::Other, "poll answer is not a JSON array");
         let events: Vec<Delivered> = if buf.is_empty() {
             Vec::new()
+        } else if *io.timestamp == Timestamp::default() {
+            serde_json::from_slice(buf).map_err(not_json)?
         } else {
-            serde_json::from_slice(buf)
-                .map_err(|_| Fail::new(Cause::Other, "poll answer is not a JSON event array"))?
+            let values: Vec<serde_json::Value> = serde_json::from_slice(buf).map_err(not_json)?;
+            values
+                .iter()
+                .map(|json| {
+                    let (sent_ns, seq) = io.timestamp.read(json);
+                    Delivered { seq, sent_ns }
+                })
+                .collect()
         };
         for e in events {
             io.events.push(e);
-            self.after = Some(self.after.map_or(e.seq, |a| a.max(e.seq)));
+            if let Some(seq) = e.seq {
+                self.after = Some(self.after.map_or(seq, |a| a.max(seq)));
+            }
         }
-        poll_request(io.out, host, self.after);
+        io.request
+            .write_get(&io.request.poll_path(self.after), "", io.out);
         self.phase = Phase::Head(Vec::new());
         step.polled = true;
         Ok(())
@@ -391,16 +402,20 @@ impl Session {
     }
 }
 
-fn poll_request(out: &mut Vec<u8>, host: &str, after: Option<u64>) {
-    let request = match after {
-        Some(seq) => format!("GET /poll?after={seq} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-        None => format!("GET /poll HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-    };
-    out.extend_from_slice(request.as_bytes());
-}
-
-fn parse_event(json: &[u8]) -> Result<Delivered, Fail> {
-    serde_json::from_slice(json).map_err(|_| Fail::new(Cause::Other, "event is not the event JSON"))
+/// What an event's data says of its `seq` and send time. Data that is not JSON, or JSON
+/// without the field, is still an event, only one whose delivery cannot be timed.
+fn parse_event(data: &[u8], timestamp: &Timestamp) -> Delivered {
+    if *timestamp == Timestamp::default() {
+        // The contract's events: read the two fields without building a tree.
+        return serde_json::from_slice(data).unwrap_or_default();
+    }
+    match serde_json::from_slice::<serde_json::Value>(data) {
+        Ok(json) => {
+            let (sent_ns, seq) = timestamp.read(&json);
+            Delivered { seq, sent_ns }
+        }
+        Err(_) => Delivered::default(),
+    }
 }
 
 #[cfg(test)]
@@ -413,19 +428,27 @@ mod tests {
         out: Vec<u8>,
         events: Vec<Delivered>,
         rng: Rng,
+        asks: Request,
+        timestamp: Timestamp,
     }
 
     impl Harness {
         fn new(kind: Kind) -> Harness {
+            Harness::with(kind, Request::contract(kind, "h"), Timestamp::default())
+        }
+
+        fn with(kind: Kind, asks: Request, timestamp: Timestamp) -> Harness {
             let mut rng = Rng::new();
             let mut request = Vec::new();
-            let session = Session::new(kind, "h", &mut rng, &mut request);
+            let session = Session::new(kind, &asks, &mut rng, &mut request);
             Harness {
                 session,
                 request,
                 out: Vec::new(),
                 events: Vec::new(),
                 rng,
+                asks,
+                timestamp,
             }
         }
 
@@ -434,8 +457,10 @@ mod tests {
                 out: &mut self.out,
                 events: &mut self.events,
                 rng: &mut self.rng,
+                request: &self.asks,
+                timestamp: &self.timestamp,
             };
-            self.session.on_data(bytes, "h", &mut io)
+            self.session.on_data(bytes, &mut io)
         }
 
         /// Feeds `bytes` one at a time, merging the steps.
@@ -476,8 +501,8 @@ mod tests {
     fn delivered(seqs: &[u64]) -> Vec<Delivered> {
         seqs.iter()
             .map(|&seq| Delivered {
-                seq,
-                sent_ns: seq * 10,
+                seq: Some(seq),
+                sent_ns: Some(seq * 10),
             })
             .collect()
     }
@@ -604,11 +629,57 @@ mod tests {
             h.feed(b"SSH-2.0-x\r\n\r\n").unwrap_err().cause,
             Cause::Other
         );
+        assert_eq!(h.session.on_eof().cause, Cause::ClosedByServer);
+    }
+
+    #[test]
+    fn events_without_a_timestamp_are_events_still() {
         let mut h = Harness::new(Kind::Sse);
         let mut bytes = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
-        bytes.extend_from_slice(b"data: not json\n\n");
-        assert_eq!(h.feed(&bytes).unwrap_err().cause, Cause::Other);
-        assert_eq!(h.session.on_eof().cause, Cause::ClosedByServer);
+        bytes.extend_from_slice(b"data: not json\n\ndata: {\"x\":1}\n\n");
+        h.feed(&bytes).unwrap();
+        assert_eq!(h.events, vec![Delivered::default(); 2]);
+    }
+
+    #[test]
+    fn a_foreign_endpoint_with_fields_and_a_millisecond_timestamp() {
+        let asks = Request {
+            path: "/events?room=1".into(),
+            host: "example:8000".into(),
+            headers: vec!["Authorization: Bearer t".into()],
+        };
+        let timestamp = Timestamp {
+            field: "ts".into(),
+            unit: crate::load::endpoint::TimeUnit::Auto,
+        };
+        let mut h = Harness::with(Kind::Poll, asks, timestamp);
+        assert_eq!(
+            String::from_utf8_lossy(&h.request),
+            "GET /events?room=1 HTTP/1.1\r\nHost: example:8000\r\nAuthorization: Bearer t\r\n\r\n"
+        );
+        let body = r#"[{"seq":9,"ts":1764000000123},{"ts":"1764000000124"}]"#;
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        h.feed(answer.as_bytes()).unwrap();
+        let ms = |v: u64| Some(v * 1_000_000);
+        assert_eq!(
+            h.events,
+            vec![
+                Delivered {
+                    seq: Some(9),
+                    sent_ns: ms(1_764_000_000_123)
+                },
+                Delivered {
+                    seq: None,
+                    sent_ns: ms(1_764_000_000_124)
+                },
+            ]
+        );
+        assert!(
+            String::from_utf8_lossy(&h.out).starts_with("GET /events?room=1&after=9 HTTP/1.1\r\n")
+        );
     }
 
     #[test]

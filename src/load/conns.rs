@@ -22,6 +22,7 @@ use crate::sys;
 use crate::timers::Deadlines;
 
 use super::client::{Delivered, Fail, Io, Rng, Session};
+use super::endpoint::{Request, Timestamp};
 use super::net::{self, Cause};
 use super::record::{self, Counts, WorkerRecord};
 use super::Kind;
@@ -55,6 +56,9 @@ pub struct ConnPlan {
     pub sources: Vec<Ipv4Addr>,
     /// Connect and response-head timeout.
     pub timeout_ms: u64,
+    /// What each connection asks for, and where its events' send time is.
+    pub request: Request,
+    pub timestamp: Timestamp,
     /// Time allowed for each long-poll answer.
     pub poll_timeout_ms: u64,
 }
@@ -75,7 +79,6 @@ struct Conn {
 /// The connections of one process, and what they counted.
 pub struct Conns {
     plan: ConnPlan,
-    host: String,
     slab: Slab<Conn>,
     /// Connections attempted so far (the next one's index within this process).
     opened: u64,
@@ -95,7 +98,6 @@ pub struct Conns {
 impl Conns {
     pub fn new(plan: ConnPlan) -> Conns {
         Conns {
-            host: plan.target.to_string(),
             plan,
             slab: Slab::new(),
             opened: 0,
@@ -169,7 +171,7 @@ impl Conns {
             return self.count_failure(Fail::new(Cause::of(&e), format!("epoll: {e}")));
         }
         let mut out = Vec::new();
-        let session = Session::new(self.plan.kind, &self.host, &mut self.rng, &mut out);
+        let session = Session::new(self.plan.kind, &self.plan.request, &mut self.rng, &mut out);
         entry.insert(Conn {
             sock,
             session,
@@ -311,10 +313,10 @@ impl Conns {
                 out: &mut conn.out,
                 events: &mut self.delivered,
                 rng: &mut self.rng,
+                request: &self.plan.request,
+                timestamp: &self.plan.timestamp,
             };
-            let result = conn
-                .session
-                .on_data(&self.scratch[..n], &self.host, &mut io);
+            let result = conn.session.on_data(&self.scratch[..n], &mut io);
             self.take_delivered();
             match result {
                 Err(fail) => {
@@ -355,12 +357,14 @@ impl Conns {
         let now_ns = sys::now_ns();
         for d in self.delivered.drain(..) {
             self.events += 1;
+            let Some(sent_ns) = d.sent_ns else { continue };
             self.hist
-                .saturating_record(now_ns.saturating_sub(d.sent_ns) / 1000);
-            if let Some(entry) = self.seqs.get_mut(&d.seq) {
+                .saturating_record(now_ns.saturating_sub(sent_ns) / 1000);
+            let Some(seq) = d.seq else { continue };
+            if let Some(entry) = self.seqs.get_mut(&seq) {
                 entry.1 += 1;
             } else if self.seqs.len() < MAX_WINDOW_SEQS {
-                self.seqs.insert(d.seq, (d.sent_ns, 1));
+                self.seqs.insert(seq, (sent_ns, 1));
             }
         }
     }

@@ -20,6 +20,7 @@
 
 mod client;
 mod conns;
+pub mod endpoint;
 mod engine;
 pub mod hostile;
 mod merge;
@@ -35,6 +36,7 @@ use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use endpoint::{Request, TimeUnit, Timestamp, Url};
 use serde::{Deserialize, Serialize};
 
 pub use report::{Delivery, Failures, Report, Second, ServerSample, Totals};
@@ -92,13 +94,29 @@ pub enum Progress {
 /// `c10k load` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// Address of the server under load, e.g. 127.0.0.1:8080.
+    /// Address of a server that serves the contract, e.g. 127.0.0.1:8080 (the path follows from
+    /// --kind).
+    #[arg(long, required_unless_present = "url", conflicts_with = "url")]
+    pub target: Option<SocketAddr>,
+    /// Any server instead: http://HOST:PORT/PATH?QUERY (SSE, or --kind stream / poll) or
+    /// ws://HOST:PORT/PATH (WebSocket), e.g. http://127.0.0.1:3000/events.
     #[arg(long)]
-    pub target: SocketAddr,
+    pub url: Option<String>,
     /// What each connection subscribes to: sse, ws (WebSocket), stream (chunked NDJSON) or
-    /// poll (long polling on a keep-alive connection).
+    /// poll (long polling on a keep-alive connection); a ws:// URL means ws.
     #[arg(long, value_enum, default_value = "sse")]
     pub kind: Kind,
+    /// A header field for every request, the WebSocket upgrade included (repeatable), e.g.
+    /// -H 'Authorization: Bearer TOKEN'.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// The field of an event's JSON data that holds its send time (`a.b` for a nested one).
+    #[arg(long, value_name = "FIELD", default_value = "sent_ns")]
+    pub timestamp: String,
+    /// The unit of that send time, since the Unix epoch; auto tells s, ms, µs and ns apart by
+    /// size.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub timestamp_unit: TimeUnit,
     /// Connections to open and hold.
     #[arg(long, default_value_t = DEFAULT_CONNECTIONS)]
     pub connections: u64,
@@ -147,11 +165,21 @@ pub struct LoadArgs {
 }
 
 impl LoadArgs {
+    /// The address connected to (once `--url` is resolved, its address).
+    pub fn addr(&self) -> SocketAddr {
+        self.target
+            .unwrap_or(SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)))
+    }
+
     /// The defaults of the command line, against `target`.
     pub fn new(target: SocketAddr) -> LoadArgs {
         LoadArgs {
-            target,
+            target: Some(target),
+            url: None,
             kind: Kind::Sse,
+            headers: Vec::new(),
+            timestamp: Timestamp::default().field,
+            timestamp_unit: TimeUnit::Auto,
             connections: DEFAULT_CONNECTIONS,
             ramp_per_sec: DEFAULT_RAMP_PER_SEC,
             hold_s: DEFAULT_HOLD_S,
@@ -172,9 +200,22 @@ impl LoadArgs {
     /// generator as a subprocess (`c10k load ARGS...`; add `--progress json` to read its
     /// seconds as JSON lines).
     pub fn to_args(&self) -> Vec<String> {
-        let mut a = vec![
-            "--target".to_string(),
-            self.target.to_string(),
+        let mut a = match (&self.url, self.target) {
+            (Some(url), _) => vec!["--url".to_string(), url.clone()],
+            (None, Some(target)) => vec!["--target".to_string(), target.to_string()],
+            (None, None) => Vec::new(),
+        };
+        for field in &self.headers {
+            a.extend(["-H".to_string(), field.clone()]);
+        }
+        a.extend([
+            "--timestamp".to_string(),
+            self.timestamp.clone(),
+            "--timestamp-unit".to_string(),
+            clap::ValueEnum::to_possible_value(&self.timestamp_unit)
+                .map_or_else(String::new, |v| v.get_name().to_string()),
+        ]);
+        a.extend([
             "--kind".into(),
             self.kind.name().into(),
             "--connections".into(),
@@ -197,7 +238,7 @@ impl LoadArgs {
                 Progress::Json => "json",
             }
             .into(),
-        ];
+        ]);
         if let Some(pid) = self.server_pid {
             a.extend(["--server-pid".into(), pid.to_string()]);
         }
@@ -314,10 +355,10 @@ fn validate(args: &LoadArgs) -> Result<(), String> {
     if args.max_per_process == Some(0) {
         return Err("--max-per-process must be positive".into());
     }
-    if args.source_addrs > 0 && !matches!(args.target.ip(), IpAddr::V4(ip) if ip.is_loopback()) {
+    if args.source_addrs > 0 && !matches!(args.addr().ip(), IpAddr::V4(ip) if ip.is_loopback()) {
         return Err(format!(
             "--source-addrs needs a loopback IPv4 target, and {} is not one",
-            args.target
+            args.addr()
         ));
     }
     if args.source_addrs > net::MAX_SOURCES {
@@ -374,7 +415,7 @@ fn layout(args: &LoadArgs, fd_limit: u64, per_source: u64) -> Result<Layout, Str
             .map(|i| n / processes + u64::from(i < n % processes))
             .collect()
     };
-    let loopback_v4 = matches!(args.target.ip(), IpAddr::V4(ip) if ip.is_loopback());
+    let loopback_v4 = matches!(args.addr().ip(), IpAddr::V4(ip) if ip.is_loopback());
     let sources = if args.source_addrs > 0 {
         args.source_addrs
     } else if loopback_v4 && n > per_source {
@@ -383,7 +424,7 @@ fn layout(args: &LoadArgs, fd_limit: u64, per_source: u64) -> Result<Layout, Str
         if n > per_source {
             eprintln!(
                 "c10k load: {n} connections to {} from one source address may run out of ephemeral ports (about {per_source})",
-                args.target
+                args.addr()
             );
         }
         0
@@ -394,12 +435,45 @@ fn layout(args: &LoadArgs, fd_limit: u64, per_source: u64) -> Result<Layout, Str
     })
 }
 
+/// `--target`/`--url`, `--kind` and `-H` made into one address, kind and request: the options
+/// with `target` set (and `kind` ws for a ws:// URL), and what each connection sends.
+fn resolve(args: &LoadArgs) -> Result<(LoadArgs, Request), String> {
+    let mut args = args.clone();
+    for field in &args.headers {
+        endpoint::check_header(field)?;
+    }
+    if args.timestamp.is_empty() {
+        return Err("--timestamp must name a field".into());
+    }
+    let mut request = match (&args.url, args.target) {
+        (Some(text), _) => {
+            let url = Url::parse(text)?;
+            if url.websocket {
+                args.kind = Kind::Ws;
+            } else if args.kind == Kind::Ws {
+                return Err(format!("{text}: a WebSocket URL starts with ws://"));
+            }
+            args.target = Some(url.resolve()?);
+            Request {
+                path: url.path,
+                host: url.authority,
+                headers: Vec::new(),
+            }
+        }
+        (None, Some(target)) => Request::contract(args.kind, &target.to_string()),
+        (None, None) => return Err("give the server with --target ADDR or --url URL".into()),
+    };
+    request.headers = args.headers.clone();
+    Ok((args, request))
+}
+
 /// The run itself, for `run` and `run_with`.
 fn execute(
     args: &LoadArgs,
     stop: Option<mio::unix::pipe::Receiver>,
     on_second: &mut dyn FnMut(&Second),
 ) -> Result<Report, String> {
+    let (args, request) = &resolve(args)?;
     validate(args)?;
     let fd_limit = match crate::sys::raise_fd_limit() {
         Ok((soft, _)) => soft,
@@ -410,12 +484,17 @@ fn execute(
     let close_at_us = (ramp_end_us + (args.hold_s * 1e6) as u64).max(1);
     let conn_plan = conns::ConnPlan {
         kind: args.kind,
-        target: args.target,
+        target: args.addr(),
         count: args.connections,
         rate: args.ramp_per_sec,
         first_index: 0,
         sources: layout.sources.clone(),
         timeout_ms: args.timeout_ms,
+        request: request.clone(),
+        timestamp: Timestamp {
+            field: args.timestamp.clone(),
+            unit: args.timestamp_unit,
+        },
         poll_timeout_ms: SERVER_POLL_TIMEOUT_MS + args.timeout_ms,
     };
     let processes = layout.workers.len().max(1) as u64;
@@ -423,7 +502,7 @@ fn execute(
         "c10k load: {} {} connections to {} at {}/s, held {}s; open file limit {fd_limit}; {} process{}; {}",
         args.connections,
         args.kind.name(),
-        args.target,
+        args.url.as_deref().map_or_else(|| args.addr().to_string(), str::to_string),
         args.ramp_per_sec,
         args.hold_s,
         processes,
@@ -436,7 +515,7 @@ fn execute(
     );
     let parent = Box::new(engine::ParentParts {
         probe: (args.probe_ms > 0)
-            .then(|| probe::Probe::new(args.target, args.probe_ms, args.probe_timeout_ms)),
+            .then(|| probe::Probe::new(args.addr(), args.probe_ms, args.probe_timeout_ms)),
         sampler: args.server_pid.map(sampler::Sampler::new),
     });
     let (start_ns, outcome) = if layout.workers.is_empty() {
@@ -462,7 +541,7 @@ fn execute(
         // Workers start together a moment from now, so their seconds line up with the parent's.
         let start_ns = crate::sys::now_ns() + 300_000_000;
         let plans = procs::split(&conn_plan, &layout.workers, start_ns, close_at_us);
-        let children = procs::spawn(&exe, args.target, &plans)?;
+        let children = procs::spawn(&exe, args.addr(), &plans)?;
         let engine = engine::Engine::new(
             start_ns,
             close_at_us,
@@ -480,7 +559,7 @@ fn execute(
         .merger
         .finish(ramp_end_us / 1000, outcome.closed_at_us / 1000);
     Ok(Report {
-        target: args.target.to_string(),
+        target: args.url.clone().unwrap_or_else(|| args.addr().to_string()),
         kind: args.kind.name().to_string(),
         connections: args.connections,
         ramp_per_sec: args.ramp_per_sec,
@@ -572,7 +651,7 @@ mod tests {
         assert!(validate(&args).unwrap_err().contains("--ramp-per-sec"));
         let mut args = parse(&["--source-addrs", "2"]);
         assert!(validate(&args).is_ok());
-        args.target = "10.0.0.1:80".parse().unwrap();
+        args.target = Some("10.0.0.1:80".parse().unwrap());
         assert!(validate(&args).unwrap_err().contains("loopback"));
         let mut args = parse(&["--timeout-ms", "18446744073709551"]);
         assert!(validate(&args).unwrap_err().contains("--timeout-ms"));

@@ -208,6 +208,8 @@ mod tests {
             first_index: 0,
             sources: vec![],
             timeout_ms: 1,
+            request: crate::load::endpoint::Request::contract(Kind::Sse, "h"),
+            timestamp: Default::default(),
             poll_timeout_ms: 1,
         };
         let plans = split(&whole, &[10, 10, 10], 5, 7);

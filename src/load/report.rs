@@ -326,6 +326,12 @@ impl Report {
                     t.delivery.seqs
                 );
             }
+            _ if t.events > 0 && t.event_p50_us.is_none() => s.push_str(
+                "; no send time found in the events (name its field with --timestamp): delivery latency not measured",
+            ),
+            _ if t.events > 0 => s.push_str(
+                "; delivery to every connection not measured (it needs events with a seq, published after the ramp)",
+            ),
             _ => s.push_str("; no events to measure delivery with"),
         }
         let _ = write!(
