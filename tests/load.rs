@@ -378,7 +378,7 @@ fn a_bad_answer_after_the_head_is_a_failure_not_an_open_connection() {
 
 /// A small SSE server that is not the contract's: events at `/events?room=1`, only for a
 /// request with `X-Token: secret` (401 otherwise), each carrying its send time in milliseconds
-/// as `ts`, every 50 ms, and no `seq`.
+/// as `ts`, every 50 ms, and no `seq`; `GET /health` answers `204`.
 fn foreign_sse_server() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -395,6 +395,11 @@ fn foreign_sse_server() -> SocketAddr {
                     }
                 }
                 let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if head.starts_with("get /health http/1.1\r\n") {
+                    let _ =
+                        stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+                    return;
+                }
                 let authorized = head.starts_with("get /events?room=1 http/1.1\r\n")
                     && head.contains("\r\nx-token: secret\r\n");
                 if !authorized {
@@ -431,12 +436,27 @@ fn a_foreign_sse_server_through_url_header_and_a_millisecond_timestamp() {
     let run = load_with(
         &[
             &common[..],
-            &["--hold-s", "1", "--probe-ms", "0", "-H", "X-Token: secret"],
-            &["--timestamp", "ts"],
+            &[
+                "--hold-s",
+                "1",
+                "-H",
+                "X-Token: secret",
+                "--timestamp",
+                "ts",
+            ],
+            &[
+                "--probe-ms",
+                "100",
+                "--probe-url",
+                &format!("http://{addr}/health"),
+            ],
+            &["--probe-status", "204"],
         ]
         .concat(),
     );
     let t = &run.report.totals;
+    assert!(t.probes_answered > 0, "{t:?}");
+    assert_eq!((t.probe_errors, t.probe_timeouts), (0, 0), "{t:?}");
     assert_eq!(run.report.target, url);
     assert_eq!(t.established, 4, "{t:?}");
     assert_eq!(t.failed_total, 0, "{t:?}");

@@ -150,7 +150,11 @@ impl Session {
                 request.write_get(
                     path,
                     &format!(
-                        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{}",
+                        request
+                            .ws_protocol
+                            .as_ref()
+                            .map_or_else(String::new, |p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
                     ),
                     out,
                 );
@@ -202,7 +206,7 @@ impl Session {
                         buf.split_off(used)
                     };
                     rest = &carried;
-                    self.on_head(head, &mut step)?;
+                    self.on_head(head, &mut step, io.request)?;
                     // A body-less poll answer is complete with its head.
                     self.finish_poll(&mut step, io)?;
                 }
@@ -336,7 +340,12 @@ impl Session {
     }
 
     /// A complete response head: check it and move to the body's phase.
-    fn on_head(&mut self, head: ResponseHead, step: &mut Step) -> Result<(), Fail> {
+    fn on_head(
+        &mut self,
+        head: ResponseHead,
+        step: &mut Step,
+        request: &Request,
+    ) -> Result<(), Fail> {
         let expected = if self.kind == Kind::Ws { 101 } else { 200 };
         if head.status != expected {
             if (100..200).contains(&head.status) && head.status != 101 {
@@ -368,6 +377,17 @@ impl Session {
                     || accept != ws::accept_key(key.as_bytes()).as_bytes()
                 {
                     return Err(Fail::new(Cause::Other, "bad WebSocket handshake answer"));
+                }
+                // RFC 6455 §4.1: a subprotocol the client did not offer fails the connection.
+                if let Some(chosen) = head.header("sec-websocket-protocol") {
+                    let offered = request.ws_protocol.as_deref().unwrap_or("");
+                    let chosen = String::from_utf8_lossy(chosen);
+                    if !offered.split(',').any(|p| p.trim() == chosen.trim()) {
+                        return Err(Fail::new(
+                            Cause::Other,
+                            format!("the server chose the subprotocol {chosen:?}, which was not offered"),
+                        ));
+                    }
                 }
                 Phase::Ws(Box::new(ws::Decoder::new(ws::Role::Client, MAX_MESSAGE)))
             }
@@ -589,6 +609,28 @@ mod tests {
     }
 
     #[test]
+    fn websocket_subprotocols_offered_and_checked() {
+        let asks = Request {
+            ws_protocol: Some("chat.v1, chat.v2".into()),
+            ..Request::contract(Kind::Ws, "h")
+        };
+        for (chosen, ok) in [("", true), ("chat.v2", true), ("other", false)] {
+            let mut h = Harness::with(Kind::Ws, asks.clone(), Timestamp::default());
+            assert!(String::from_utf8_lossy(&h.request)
+                .contains("\r\nSec-WebSocket-Protocol: chat.v1, chat.v2\r\n"));
+            let accept = ws_accept_for(&h.request);
+            let field = match chosen {
+                "" => String::new(),
+                p => format!("Sec-WebSocket-Protocol: {p}\r\n"),
+            };
+            let answer = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{field}\r\n"
+            );
+            assert_eq!(h.feed(answer.as_bytes()).is_ok(), ok, "{chosen}");
+        }
+    }
+
+    #[test]
     fn websocket_wrong_accept_is_refused() {
         let mut h = Harness::new(Kind::Ws);
         let bytes = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n";
@@ -647,6 +689,7 @@ mod tests {
             path: "/events?room=1".into(),
             host: "example:8000".into(),
             headers: vec!["Authorization: Bearer t".into()],
+            ws_protocol: None,
         };
         let timestamp = Timestamp {
             field: "ts".into(),

@@ -18,6 +18,8 @@ pub struct Request {
     pub host: String,
     /// Extra `Name: value` fields, sent with every request (the WebSocket upgrade included).
     pub headers: Vec<String>,
+    /// The `Sec-WebSocket-Protocol` offered with an upgrade (comma-separated names).
+    pub ws_protocol: Option<String>,
 }
 
 impl Request {
@@ -33,6 +35,7 @@ impl Request {
             path: path.to_string(),
             host: host.to_string(),
             headers: Vec::new(),
+            ws_protocol: None,
         }
     }
 
@@ -272,6 +275,7 @@ mod tests {
             path: "/events?room=1".into(),
             host: "h:1".into(),
             headers: vec!["Authorization: Bearer t".into()],
+            ws_protocol: None,
         };
         let mut out = Vec::new();
         r.write_get(&r.path, "Accept: text/event-stream\r\n", &mut out);

@@ -110,6 +110,9 @@ pub struct LoadArgs {
     /// -H 'Authorization: Bearer TOKEN'.
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
+    /// Subprotocols offered in the WebSocket upgrade (`Sec-WebSocket-Protocol`), e.g. chat.v1.
+    #[arg(long, value_name = "NAMES")]
+    pub ws_protocol: Option<String>,
     /// The field of an event's JSON data that holds its send time (`a.b` for a nested one).
     #[arg(long, value_name = "FIELD", default_value = "sent_ns")]
     pub timestamp: String,
@@ -134,6 +137,13 @@ pub struct LoadArgs {
     /// A probe not answered within this many milliseconds counts as a timeout and is abandoned.
     #[arg(long, default_value_t = DEFAULT_PROBE_TIMEOUT_MS)]
     pub probe_timeout_ms: u64,
+    /// What the probe asks for: http://HOST:PORT/PATH [default: GET / on the server under load],
+    /// e.g. http://127.0.0.1:3000/health.
+    #[arg(long, value_name = "URL")]
+    pub probe_url: Option<String>,
+    /// The status that counts as the probe's answer.
+    #[arg(long, default_value_t = 200)]
+    pub probe_status: u16,
     /// PID of the server: its memory, threads and open descriptors are sampled from /proc each
     /// second.
     #[arg(long)]
@@ -178,6 +188,7 @@ impl LoadArgs {
             url: None,
             kind: Kind::Sse,
             headers: Vec::new(),
+            ws_protocol: None,
             timestamp: Timestamp::default().field,
             timestamp_unit: TimeUnit::Auto,
             connections: DEFAULT_CONNECTIONS,
@@ -185,6 +196,8 @@ impl LoadArgs {
             hold_s: DEFAULT_HOLD_S,
             probe_ms: DEFAULT_PROBE_MS,
             probe_timeout_ms: DEFAULT_PROBE_TIMEOUT_MS,
+            probe_url: None,
+            probe_status: 200,
             server_pid: None,
             json: None,
             progress: Progress::Human,
@@ -207,6 +220,9 @@ impl LoadArgs {
         };
         for field in &self.headers {
             a.extend(["-H".to_string(), field.clone()]);
+        }
+        if let Some(p) = &self.ws_protocol {
+            a.extend(["--ws-protocol".to_string(), p.clone()]);
         }
         a.extend([
             "--timestamp".to_string(),
@@ -239,6 +255,10 @@ impl LoadArgs {
             }
             .into(),
         ]);
+        if let Some(url) = &self.probe_url {
+            a.extend(["--probe-url".into(), url.clone()]);
+        }
+        a.extend(["--probe-status".into(), self.probe_status.to_string()]);
         if let Some(pid) = self.server_pid {
             a.extend(["--server-pid".into(), pid.to_string()]);
         }
@@ -458,12 +478,24 @@ fn resolve(args: &LoadArgs) -> Result<(LoadArgs, Request), String> {
                 path: url.path,
                 host: url.authority,
                 headers: Vec::new(),
+                ws_protocol: None,
             }
         }
         (None, Some(target)) => Request::contract(args.kind, &target.to_string()),
         (None, None) => return Err("give the server with --target ADDR or --url URL".into()),
     };
     request.headers = args.headers.clone();
+    if let Some(p) = &args.ws_protocol {
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if p.split(',')
+            .any(|name| name.trim().is_empty() || !name.trim().bytes().all(token))
+        {
+            return Err(format!(
+                "--ws-protocol {p:?} is not a comma-separated list of names"
+            ));
+        }
+        request.ws_protocol = Some(p.clone());
+    }
     Ok((args, request))
 }
 
@@ -513,9 +545,41 @@ fn execute(
             [first, .., last] => format!("{} source addresses {first}..{last}", layout.sources.len()),
         }
     );
+    let probe = match (&args.probe_url, args.probe_ms) {
+        (_, 0) => None,
+        (Some(text), _) => {
+            let url = Url::parse(text)?;
+            if url.websocket {
+                return Err(format!(
+                    "--probe-url {text}: the probe speaks http://, not ws://"
+                ));
+            }
+            let probe_request = Request {
+                path: url.path.clone(),
+                host: url.authority.clone(),
+                headers: request.headers.clone(),
+                ws_protocol: None,
+            };
+            Some((url.resolve()?, probe_request))
+        }
+        (None, _) => Some((
+            args.addr(),
+            Request {
+                path: "/".into(),
+                ..request.clone()
+            },
+        )),
+    };
     let parent = Box::new(engine::ParentParts {
-        probe: (args.probe_ms > 0)
-            .then(|| probe::Probe::new(args.addr(), args.probe_ms, args.probe_timeout_ms)),
+        probe: probe.map(|(addr, probe_request)| {
+            probe::Probe::new(
+                addr,
+                &probe_request,
+                args.probe_status,
+                args.probe_ms,
+                args.probe_timeout_ms,
+            )
+        }),
         sampler: args.server_pid.map(sampler::Sampler::new),
     });
     let (start_ns, outcome) = if layout.workers.is_empty() {

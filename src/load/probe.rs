@@ -16,6 +16,7 @@ use slab::Slab;
 
 use crate::proto::http::{self, BodyDecoder};
 
+use super::endpoint::Request;
 use super::net;
 use super::record;
 
@@ -37,7 +38,10 @@ struct Conn {
 /// Probes in flight and their counters.
 pub struct Probe {
     target: SocketAddr,
-    host: String,
+    /// The request every probe sends.
+    request: Box<[u8]>,
+    /// The status that counts as an answer.
+    expected: u16,
     interval_us: u64,
     timeout_us: u64,
     next_at_us: u64,
@@ -62,10 +66,21 @@ enum Outcome {
 }
 
 impl Probe {
-    pub fn new(target: SocketAddr, interval_ms: u64, timeout_ms: u64) -> Probe {
+    /// Probes of `target` with `request` (written once here: `GET PATH`, its `Host` and extra
+    /// fields, `Connection: close`), answered when the status is `expected`.
+    pub fn new(
+        target: SocketAddr,
+        request: &Request,
+        expected: u16,
+        interval_ms: u64,
+        timeout_ms: u64,
+    ) -> Probe {
+        let mut bytes = Vec::new();
+        request.write_get(&request.path, "Connection: close\r\n", &mut bytes);
         Probe {
             target,
-            host: target.to_string(),
+            request: bytes.into(),
+            expected,
             interval_us: interval_ms.max(1) * 1000,
             timeout_us: timeout_ms.max(1) * 1000,
             // The first probe goes out one interval in, after the first client, not racing it.
@@ -139,16 +154,12 @@ impl Probe {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let request = format!(
-            "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.host
-        );
         entry.insert(Conn {
             sock,
             id,
             started,
             connected: false,
-            request: request.into_bytes(),
+            request: self.request.to_vec(),
             head: Vec::new(),
             body: None,
         });
@@ -160,7 +171,7 @@ impl Probe {
     pub fn on_event(&mut self, token: Token) {
         let key = token.0 - TOKEN_BASE;
         let outcome = match self.conns.get_mut(key) {
-            Some(conn) => drive(conn, &mut self.scratch),
+            Some(conn) => drive(conn, self.expected, &mut self.scratch),
             None => return,
         };
         match outcome {
@@ -196,7 +207,7 @@ impl Probe {
 }
 
 /// Connects, writes the request, reads the answer.
-fn drive(conn: &mut Conn, scratch: &mut [u8]) -> Outcome {
+fn drive(conn: &mut Conn, expected: u16, scratch: &mut [u8]) -> Outcome {
     if !conn.connected {
         match conn.sock.take_error() {
             Ok(None) => {}
@@ -249,7 +260,7 @@ fn drive(conn: &mut Conn, scratch: &mut [u8]) -> Outcome {
             return Outcome::Failed;
         }
         if body.is_done() {
-            return if *status == 200 {
+            return if *status == expected {
                 Outcome::Answered
             } else {
                 Outcome::Failed
