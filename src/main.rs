@@ -24,6 +24,7 @@ enum Command {
     /// Run a server that serves the contract (probe, SSE, stream, WebSocket, long poll, ...).
     Serve(ServeArgs),
     /// Hold many connections against a server and measure latency, failures and server cost.
+    #[command(after_help = LOAD_EXAMPLES)]
     Load(load::LoadArgs),
     /// Run an experiment: live view while it runs, JSON, CSV and an SVG chart in results/NAME/.
     Run {
@@ -40,6 +41,13 @@ enum Command {
 }
 
 const DEFAULT: ServerConfig = ServerConfig::DEFAULT;
+
+const LOAD_EXAMPLES: &str = "Examples:
+  c10k load --target 127.0.0.1:8080 --kind ws --connections 10000 --ramp-per-sec 2000
+  c10k load --url http://127.0.0.1:3000/events -H 'Authorization: Bearer TOKEN' \\
+            --timestamp ts --probe-url http://127.0.0.1:3000/health
+  c10k load --url ws://127.0.0.1:3000/socket --ws-protocol chat.v1 --connections 50000 \\
+            --server-pid $(pgrep -f my-server) --json report.json";
 
 #[derive(clap::Args)]
 struct ServeArgs {

@@ -160,9 +160,13 @@ pub enum TimeUnit {
     /// ns 10¹⁸.
     #[default]
     Auto,
+    /// Seconds (a fraction allowed).
     S,
+    /// Milliseconds.
     Ms,
+    /// Microseconds.
     Us,
+    /// Nanoseconds.
     Ns,
 }
 

@@ -96,72 +96,97 @@ pub enum Progress {
 pub struct LoadArgs {
     /// Address of a server that serves the contract, e.g. 127.0.0.1:8080 (the path follows from
     /// --kind).
-    #[arg(long, required_unless_present = "url", conflicts_with = "url")]
+    #[arg(
+        help_heading = "What to connect to",
+        long,
+        required_unless_present = "url",
+        conflicts_with = "url"
+    )]
     pub target: Option<SocketAddr>,
     /// Any server instead: http://HOST:PORT/PATH?QUERY (SSE, or --kind stream / poll) or
     /// ws://HOST:PORT/PATH (WebSocket), e.g. http://127.0.0.1:3000/events.
-    #[arg(long)]
+    #[arg(help_heading = "What to connect to", long)]
     pub url: Option<String>,
     /// What each connection subscribes to: sse, ws (WebSocket), stream (chunked NDJSON) or
     /// poll (long polling on a keep-alive connection); a ws:// URL means ws.
-    #[arg(long, value_enum, default_value = "sse")]
+    #[arg(
+        help_heading = "What to connect to",
+        long,
+        value_enum,
+        default_value = "sse"
+    )]
     pub kind: Kind,
     /// A header field for every request, the WebSocket upgrade included (repeatable), e.g.
     /// -H 'Authorization: Bearer TOKEN'.
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    #[arg(
+        help_heading = "What to connect to",
+        short = 'H',
+        long = "header",
+        value_name = "NAME: VALUE"
+    )]
     pub headers: Vec<String>,
     /// Subprotocols offered in the WebSocket upgrade (`Sec-WebSocket-Protocol`), e.g. chat.v1.
-    #[arg(long, value_name = "NAMES")]
+    #[arg(help_heading = "What to connect to", long, value_name = "NAMES")]
     pub ws_protocol: Option<String>,
     /// The field of an event's JSON data that holds its send time (`a.b` for a nested one).
-    #[arg(long, value_name = "FIELD", default_value = "sent_ns")]
+    #[arg(
+        help_heading = "What to measure",
+        long,
+        value_name = "FIELD",
+        default_value = "sent_ns"
+    )]
     pub timestamp: String,
     /// The unit of that send time, since the Unix epoch; auto tells s, ms, µs and ns apart by
     /// size.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(
+        help_heading = "What to measure",
+        long,
+        value_enum,
+        default_value = "auto"
+    )]
     pub timestamp_unit: TimeUnit,
     /// Connections to open and hold.
-    #[arg(long, default_value_t = DEFAULT_CONNECTIONS)]
+    #[arg(help_heading = "How many, how fast", long, default_value_t = DEFAULT_CONNECTIONS)]
     pub connections: u64,
     /// Connections opened per second, evenly paced.
-    #[arg(long, default_value_t = DEFAULT_RAMP_PER_SEC)]
+    #[arg(help_heading = "How many, how fast", long, default_value_t = DEFAULT_RAMP_PER_SEC)]
     pub ramp_per_sec: f64,
     /// Seconds to hold the connections once the ramp is over; then they are closed and the run
     /// ends.
-    #[arg(long, default_value_t = DEFAULT_HOLD_S)]
+    #[arg(help_heading = "How many, how fast", long, default_value_t = DEFAULT_HOLD_S)]
     pub hold_s: f64,
     /// Start a probe (a fresh connection and `GET /`) this often, in milliseconds; 0 turns
     /// probing off.
-    #[arg(long, default_value_t = DEFAULT_PROBE_MS)]
+    #[arg(help_heading = "What to measure", long, default_value_t = DEFAULT_PROBE_MS)]
     pub probe_ms: u64,
     /// A probe not answered within this many milliseconds counts as a timeout and is abandoned.
-    #[arg(long, default_value_t = DEFAULT_PROBE_TIMEOUT_MS)]
+    #[arg(help_heading = "What to measure", long, default_value_t = DEFAULT_PROBE_TIMEOUT_MS)]
     pub probe_timeout_ms: u64,
     /// What the probe asks for: http://HOST:PORT/PATH [default: GET / on the server under load],
     /// e.g. http://127.0.0.1:3000/health.
-    #[arg(long, value_name = "URL")]
+    #[arg(help_heading = "What to measure", long, value_name = "URL")]
     pub probe_url: Option<String>,
     /// The status that counts as the probe's answer.
-    #[arg(long, default_value_t = 200)]
+    #[arg(help_heading = "What to measure", long, default_value_t = 200)]
     pub probe_status: u16,
     /// PID of the server: its memory, threads and open descriptors are sampled from /proc each
     /// second.
-    #[arg(long)]
+    #[arg(help_heading = "What to measure", long)]
     pub server_pid: Option<u32>,
     /// Write the final report (JSON) to this file; `-` prints it on stdout at the end, after the
     /// progress lines (the summary then goes to stderr).
-    #[arg(long, value_name = "OUT")]
+    #[arg(help_heading = "Output", long, value_name = "OUT")]
     pub json: Option<PathBuf>,
     /// Progress output: `human` (a line per second) or `json` (a JSON object per line per
     /// second on stdout, for programs).
-    #[arg(long, value_enum, default_value = "human")]
+    #[arg(help_heading = "Output", long, value_enum, default_value = "human")]
     pub progress: Progress,
     /// Milliseconds allowed for a TCP connect and for the response head after it.
-    #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS)]
+    #[arg(help_heading = "How many, how fast", long, default_value_t = DEFAULT_TIMEOUT_MS)]
     pub timeout_ms: u64,
     /// Spread connections over this many loopback source addresses (127.0.0.2 up); 0 picks as
     /// many as the ephemeral port range needs. Only for a loopback IPv4 target.
-    #[arg(long, default_value_t = 0)]
+    #[arg(help_heading = "How many, how fast", long, default_value_t = 0)]
     pub source_addrs: u64,
     /// Most connections one process holds (the default follows the open file limit).
     #[arg(long, hide = true)]
