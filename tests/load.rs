@@ -529,3 +529,37 @@ fn the_contract_through_url_on_both_models() {
         }
     }
 }
+
+#[test]
+fn websocket_messages_echoed_by_both_models_are_timed_as_round_trips() {
+    for model in ["evented", "blocking"] {
+        let server = Server::start(&["--model", model, "--tick-ms", "0"]);
+        let url = format!("ws://{}/ws", server.addr);
+        let run = load_with(&[
+            "--url",
+            &url,
+            "--connections",
+            "3",
+            "--ramp-per-sec",
+            "100",
+            "--hold-s",
+            "1",
+            "--probe-ms",
+            "0",
+            "--ws-send",
+            r#"{"hello":"{marker}"}"#,
+            "--ws-send-every-ms",
+            "100",
+        ]);
+        let t = &run.report.totals;
+        assert_eq!((t.established, t.failed_total), (3, 0), "{model}: {t:?}");
+        // Each connection sends about ten in its second; the echoes are round trips, not events.
+        assert!(t.echoes >= 6, "{model}: {t:?}");
+        assert!(
+            t.echo_p50_us.is_some() && t.echo_p99_us < Some(10_000_000),
+            "{model}: {t:?}"
+        );
+        assert_eq!(t.events, 0, "{model}: {t:?}");
+        assert!(run.report.summary().contains("round trip"), "{model}");
+    }
+}

@@ -62,6 +62,8 @@ pub struct Io<'a> {
     pub out: &'a mut Vec<u8>,
     /// Events received.
     pub events: &'a mut Vec<Delivered>,
+    /// Send times (ns since the epoch) in the markers of echoed `--ws-send` messages.
+    pub echoes: &'a mut Vec<u64>,
     /// Masking keys for client frames.
     pub rng: &'a mut Rng,
     /// What every request asks for (a long poll writes the next one from it).
@@ -267,9 +269,10 @@ impl Session {
                     rest = &rest[used..];
                     match message {
                         None => {}
-                        Some(ws::Message::Text(text)) => {
-                            io.events.push(parse_event(text.as_bytes(), io.timestamp));
-                        }
+                        Some(ws::Message::Text(text)) => match marker_ns(&text) {
+                            Some(sent_ns) => io.echoes.push(sent_ns),
+                            None => io.events.push(parse_event(text.as_bytes(), io.timestamp)),
+                        },
                         Some(ws::Message::Binary(_)) | Some(ws::Message::Pong(_)) => {}
                         Some(ws::Message::Ping(payload)) => {
                             let mask = io.rng.mask();
@@ -414,12 +417,38 @@ impl Session {
         Fail::new(Cause::ClosedByServer, "closed by the server")
     }
 
+    /// A text message (`--ws-send`): `text` with a marker holding the send time in place of
+    /// `{marker}`, or after it.
+    pub fn send_text(&self, text: &str, sent_ns: u64, out: &mut Vec<u8>, rng: &mut Rng) {
+        if !self.is_open_ws() {
+            return;
+        }
+        let marker = format!("{MARKER}{sent_ns}#");
+        let message = if text.contains("{marker}") {
+            text.replace("{marker}", &marker)
+        } else {
+            format!("{text}{marker}")
+        };
+        ws::encode_frame(out, ws::OpCode::Text, message.as_bytes(), Some(rng.mask()));
+    }
+
     /// A masked ping, to keep an otherwise silent WebSocket from looking idle to the server.
     pub fn keepalive(&self, io_out: &mut Vec<u8>, rng: &mut Rng) {
         if self.is_open_ws() {
             ws::encode_frame(io_out, ws::OpCode::Ping, b"", Some(rng.mask()));
         }
     }
+}
+
+/// Marks a message the load generator sent: `#c10k:NANOSECONDS#`.
+const MARKER: &str = "#c10k:";
+
+/// The send time in a message's marker, when it is one of ours coming back.
+fn marker_ns(text: &str) -> Option<u64> {
+    let at = text.find(MARKER)? + MARKER.len();
+    let digits = &text[at..];
+    let end = digits.find('#')?;
+    digits[..end].parse().ok()
 }
 
 /// What an event's data says of its `seq` and send time. Data that is not JSON, or JSON
@@ -450,6 +479,7 @@ mod tests {
         rng: Rng,
         asks: Request,
         timestamp: Timestamp,
+        echoes: Vec<u64>,
     }
 
     impl Harness {
@@ -469,6 +499,7 @@ mod tests {
                 rng,
                 asks,
                 timestamp,
+                echoes: Vec::new(),
             }
         }
 
@@ -476,6 +507,7 @@ mod tests {
             let mut io = Io {
                 out: &mut self.out,
                 events: &mut self.events,
+                echoes: &mut self.echoes,
                 rng: &mut self.rng,
                 request: &self.asks,
                 timestamp: &self.timestamp,
@@ -628,6 +660,31 @@ mod tests {
             );
             assert_eq!(h.feed(answer.as_bytes()).is_ok(), ok, "{chosen}");
         }
+    }
+
+    #[test]
+    fn websocket_echoes_of_marked_messages_are_round_trips() {
+        let mut h = Harness::new(Kind::Ws);
+        let accept = ws_accept_for(&h.request);
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        h.feed(head.as_bytes()).unwrap();
+        let mut sent = Vec::new();
+        h.session
+            .send_text("{\"m\":\"{marker}\"}", 42, &mut sent, &mut h.rng);
+        let mut server = ws::Decoder::new(ws::Role::Server, 1 << 20);
+        let (_, message) = server.decode(&sent).unwrap();
+        let Some(ws::Message::Text(text)) = message else {
+            panic!("a text frame: {message:?}")
+        };
+        assert_eq!(text, "{\"m\":\"#c10k:42#\"}");
+        let mut echo = Vec::new();
+        ws::encode_frame(&mut echo, ws::OpCode::Text, text.as_bytes(), None);
+        ws::encode_frame(&mut echo, ws::OpCode::Text, event_json(3).as_bytes(), None);
+        h.feed(&echo).unwrap();
+        assert_eq!(h.echoes, vec![42]);
+        assert_eq!(h.events, delivered(&[3]));
     }
 
     #[test]

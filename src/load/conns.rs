@@ -59,8 +59,18 @@ pub struct ConnPlan {
     /// What each connection asks for, and where its events' send time is.
     pub request: Request,
     pub timestamp: Timestamp,
+    /// WebSockets send this message periodically (`--ws-send`), and time its echo.
+    #[serde(default)]
+    pub ws_send: Option<WsSend>,
     /// Time allowed for each long-poll answer.
     pub poll_timeout_ms: u64,
+}
+
+/// `--ws-send TEXT --ws-send-every MS`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WsSend {
+    pub text: String,
+    pub every_ms: u64,
 }
 
 struct Conn {
@@ -90,6 +100,8 @@ pub struct Conns {
     timeline: Vec<(u64, u64)>,
     scratch: Vec<u8>,
     delivered: Vec<Delivered>,
+    echoes: Vec<u64>,
+    echo_hist: Histogram<u64>,
     resume: Vec<usize>,
     rng: Rng,
     logged: Vec<String>,
@@ -109,6 +121,8 @@ impl Conns {
             timeline: Vec::new(),
             scratch: vec![0; READ_CHUNK],
             delivered: Vec::new(),
+            echoes: Vec::new(),
+            echo_hist: record::new_hist(),
             resume: Vec::new(),
             rng: Rng::new(),
             logged: Vec::new(),
@@ -198,9 +212,24 @@ impl Conns {
             .deadlines
             .next_expired(now_us, |k| self.slab.get(k).map(|c| c.deadline))
         {
-            let Some(conn) = self.slab.get(key) else {
+            let Some(conn) = self.slab.get_mut(key) else {
                 continue;
             };
+            if let (Some(send), true) = (&self.plan.ws_send, conn.session.is_open_ws()) {
+                // Not a timeout: the next message is due. Only when nothing waits to be sent: a
+                // socket that is not draining gets no pile of messages.
+                if conn.out.is_empty() {
+                    let text = &send.text;
+                    conn.session
+                        .send_text(text, sys::now_ns(), &mut conn.out, &mut self.rng);
+                }
+                let next = now_us + send.every_ms.max(1) * 1000;
+                // The heap let go of this entry: the new deadline is a new entry.
+                conn.deadline = 0;
+                self.set_deadline(key, next);
+                self.flush(key, now_us);
+                continue;
+            }
             let why = if !conn.connected {
                 "connect timed out"
             } else if conn.session.is_established() {
@@ -312,6 +341,7 @@ impl Conns {
             let mut io = Io {
                 out: &mut conn.out,
                 events: &mut self.delivered,
+                echoes: &mut self.echoes,
                 rng: &mut self.rng,
                 request: &self.plan.request,
                 timestamp: &self.plan.timestamp,
@@ -333,8 +363,13 @@ impl Conns {
                         self.counts.connecting -= 1;
                         self.counts.open += 1;
                         self.note_open(now_us);
-                        let at = match self.plan.kind {
-                            Kind::Poll => now_us + self.plan.poll_timeout_ms * 1000,
+                        let at = match (self.plan.kind, &self.plan.ws_send) {
+                            (Kind::Poll, _) => now_us + self.plan.poll_timeout_ms * 1000,
+                            // The first message at a random point of the period, so that the
+                            // connections do not all send at once.
+                            (Kind::Ws, Some(send)) => {
+                                now_us + 1 + self.rng.next_u64() % (send.every_ms * 1000).max(1)
+                            }
                             _ => 0,
                         };
                         self.set_deadline(key, at);
@@ -351,10 +386,14 @@ impl Conns {
 
     /// Records the events a session just produced.
     fn take_delivered(&mut self) {
-        if self.delivered.is_empty() {
+        if self.delivered.is_empty() && self.echoes.is_empty() {
             return;
         }
         let now_ns = sys::now_ns();
+        for sent_ns in self.echoes.drain(..) {
+            self.echo_hist
+                .saturating_record(now_ns.saturating_sub(sent_ns) / 1000);
+        }
         for d in self.delivered.drain(..) {
             self.events += 1;
             let Some(sent_ns) = d.sent_ns else { continue };
@@ -439,9 +478,11 @@ impl Conns {
                 .map(|(&seq, &(sent, n))| (seq, sent, n))
                 .collect(),
             timeline: std::mem::take(&mut self.timeline),
+            echo_hist: record::buckets(&self.echo_hist),
         };
         self.events = 0;
         self.hist.reset();
+        self.echo_hist.reset();
         self.seqs.clear();
         rec
     }

@@ -43,6 +43,7 @@ pub struct ParentWindow {
 struct Pending {
     events: u64,
     event_hist: Vec<(u64, u64)>,
+    echo_hist: Vec<(u64, u64)>,
     parent: Option<ParentWindow>,
     /// The parent's last window: emitted only once every source is done.
     last: bool,
@@ -98,6 +99,8 @@ pub struct Merger {
     probe_window: Histogram<u64>,
     event_total: Histogram<u64>,
     probe_total: Histogram<u64>,
+    echo_window: Histogram<u64>,
+    echo_total: Histogram<u64>,
     events_total: u64,
     peak_open: u64,
     held_at_first_probe_timeout: Option<u64>,
@@ -121,6 +124,8 @@ impl Merger {
             probe_window: record::new_hist(),
             event_total: record::new_hist(),
             probe_total: record::new_hist(),
+            echo_window: record::new_hist(),
+            echo_total: record::new_hist(),
             events_total: 0,
             peak_open: 0,
             held_at_first_probe_timeout: None,
@@ -144,6 +149,7 @@ impl Merger {
         let pending = self.pending.entry(slot).or_default();
         pending.events += rec.events;
         pending.event_hist.extend_from_slice(&rec.hist);
+        pending.echo_hist.extend_from_slice(&rec.echo_hist);
         for &(seq, sent_ns, count) in &rec.seqs {
             self.add_seq(seq, sent_ns, count);
         }
@@ -250,6 +256,7 @@ impl Merger {
                     let target = self.pending.entry(slot).or_default();
                     target.events += p.events;
                     target.event_hist.extend(p.event_hist);
+                    target.echo_hist.extend(p.echo_hist);
                 }
             }
         }
@@ -312,6 +319,9 @@ impl Merger {
         self.probe_window.reset();
         record::add_buckets(&mut self.probe_window, &parent.probe_hist);
         let _ = self.probe_total.add(&self.probe_window);
+        self.echo_window.reset();
+        record::add_buckets(&mut self.echo_window, &pending.echo_hist);
+        let _ = self.echo_total.add(&self.echo_window);
         self.peak_open = self.peak_open.max(counts.open);
         if self.held_at_first_probe_timeout.is_none() {
             // Every source has reported through this window, so their timelines cover the
@@ -346,6 +356,9 @@ impl Merger {
             connecting: counts.connecting,
             probe_errors: parent.probe_errors,
             held_at_first_probe_timeout: self.held_at_first_probe_timeout,
+            echoes: self.echo_window.len(),
+            echo_p50_us: record::quantile(&self.echo_window, 0.5),
+            echo_p99_us: record::quantile(&self.echo_window, 0.99),
         };
         self.settle(parent.end_us / 1000);
         self.last_parent = parent;
@@ -382,6 +395,10 @@ impl Merger {
             probe_max_us: record::max(&self.probe_total),
             held_at_first_probe_timeout: self.held_at_first_probe_timeout,
             server_peak: self.server_peak,
+            echoes: self.echo_total.len(),
+            echo_p50_us: record::quantile(&self.echo_total, 0.5),
+            echo_p99_us: record::quantile(&self.echo_total, 0.99),
+            echo_max_us: record::max(&self.echo_total),
         };
         (self.seconds, totals)
     }
@@ -443,6 +460,7 @@ mod tests {
             },
             events: events.iter().map(|e| e.1).sum(),
             hist: vec![(100, events.iter().map(|e| e.1).sum())],
+            echo_hist: Vec::new(),
             seqs: events
                 .iter()
                 .map(|&(seq, n)| (seq, START + seq * 100_000_000, n))

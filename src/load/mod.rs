@@ -128,6 +128,14 @@ pub struct LoadArgs {
     /// Subprotocols offered in the WebSocket upgrade (`Sec-WebSocket-Protocol`), e.g. chat.v1.
     #[arg(help_heading = "What to connect to", long, value_name = "NAMES")]
     pub ws_protocol: Option<String>,
+    /// Each WebSocket sends this text message every --ws-send-every-ms, with a marker holding
+    /// its send time (in place of `{marker}`, or at the end); an echo of it is timed as a round
+    /// trip, e.g. --ws-send '{"type":"ping","id":"{marker}"}'.
+    #[arg(help_heading = "What to measure", long, value_name = "TEXT")]
+    pub ws_send: Option<String>,
+    /// How often each WebSocket sends the --ws-send message, in milliseconds.
+    #[arg(help_heading = "What to measure", long, default_value_t = 1000)]
+    pub ws_send_every_ms: u64,
     /// The field of an event's JSON data that holds its send time (`a.b` for a nested one).
     #[arg(
         help_heading = "What to measure",
@@ -214,6 +222,8 @@ impl LoadArgs {
             kind: Kind::Sse,
             headers: Vec::new(),
             ws_protocol: None,
+            ws_send: None,
+            ws_send_every_ms: 1000,
             timestamp: Timestamp::default().field,
             timestamp_unit: TimeUnit::Auto,
             connections: DEFAULT_CONNECTIONS,
@@ -248,6 +258,13 @@ impl LoadArgs {
         }
         if let Some(p) = &self.ws_protocol {
             a.extend(["--ws-protocol".to_string(), p.clone()]);
+        }
+        if let Some(text) = &self.ws_send {
+            a.extend(["--ws-send".to_string(), text.clone()]);
+            a.extend([
+                "--ws-send-every-ms".to_string(),
+                self.ws_send_every_ms.to_string(),
+            ]);
         }
         a.extend([
             "--timestamp".to_string(),
@@ -510,6 +527,12 @@ fn resolve(args: &LoadArgs) -> Result<(LoadArgs, Request), String> {
         (None, None) => return Err("give the server with --target ADDR or --url URL".into()),
     };
     request.headers = args.headers.clone();
+    if args.ws_send.is_some() && args.kind != Kind::Ws {
+        return Err("--ws-send needs WebSocket connections (--kind ws or a ws:// URL)".into());
+    }
+    if args.ws_send_every_ms == 0 || args.ws_send_every_ms > 86_400_000 {
+        return Err("--ws-send-every-ms must be between 1 and 86400000 (a day)".into());
+    }
     if let Some(p) = &args.ws_protocol {
         let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
         if p.split(',')
@@ -553,6 +576,10 @@ fn execute(
             unit: args.timestamp_unit,
         },
         poll_timeout_ms: SERVER_POLL_TIMEOUT_MS + args.timeout_ms,
+        ws_send: args.ws_send.as_ref().map(|text| conns::WsSend {
+            text: text.clone(),
+            every_ms: args.ws_send_every_ms,
+        }),
     };
     let processes = layout.workers.len().max(1) as u64;
     eprintln!(

@@ -211,6 +211,7 @@ mod tests {
             request: crate::load::endpoint::Request::contract(Kind::Sse, "h"),
             timestamp: Default::default(),
             poll_timeout_ms: 1,
+            ws_send: None,
         };
         let plans = split(&whole, &[10, 10, 10], 5, 7);
         assert_eq!(plans.len(), 3);

@@ -81,6 +81,9 @@ pub struct WorkerRecord {
     pub hist: Vec<(u64, u64)>,
     /// `(seq, sent_ns, copies received in the window)`.
     pub seqs: Vec<(u64, u64, u64)>,
+    /// Round trips of the window's echoed WebSocket messages (`--ws-send`), as buckets.
+    #[serde(default)]
+    pub echo_hist: Vec<(u64, u64)>,
     /// `(ms since the start, open connections)` whenever the number changed, at 10 ms
     /// resolution: who could have received an event published at a given time.
     pub timeline: Vec<(u64, u64)>,
@@ -124,6 +127,7 @@ mod tests {
             events: 2,
             hist: vec![(100, 2)],
             seqs: vec![(7, 1_000, 2)],
+            echo_hist: vec![(250, 1)],
             timeline: vec![(3_010, 9)],
         };
         let line = serde_json::to_string(&r).unwrap();

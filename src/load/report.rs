@@ -148,6 +148,14 @@ pub struct Second {
     /// server stopped answering newcomers. `None` while no probe has timed out.
     #[serde(default)]
     pub held_at_first_probe_timeout: Option<u64>,
+    /// Window: WebSocket messages sent with `--ws-send` that came back, and their round trip
+    /// (the client's clock at receipt − the send time in their marker).
+    #[serde(default)]
+    pub echoes: u64,
+    #[serde(default)]
+    pub echo_p50_us: Option<u64>,
+    #[serde(default)]
+    pub echo_p99_us: Option<u64>,
 }
 
 /// How completely broadcast events reached the connections.
@@ -199,6 +207,15 @@ pub struct Totals {
     /// Highest readings of the server, each field on its own (they may come from different
     /// seconds); `None` without `--server-pid`.
     pub server_peak: Option<ServerSample>,
+    /// Echoed `--ws-send` messages and their round trips, over the whole run.
+    #[serde(default)]
+    pub echoes: u64,
+    #[serde(default)]
+    pub echo_p50_us: Option<u64>,
+    #[serde(default)]
+    pub echo_p99_us: Option<u64>,
+    #[serde(default)]
+    pub echo_max_us: Option<u64>,
 }
 
 /// The whole run: what was asked, every second, and the totals.
@@ -346,6 +363,16 @@ impl Report {
             fmt_us(t.probe_p999_us),
             fmt_us(t.probe_max_us)
         );
+        if t.echoes > 0 {
+            let _ = write!(
+                s,
+                "\nechoes {}: round trip p50 {} p99 {} max {}",
+                t.echoes,
+                fmt_us(t.echo_p50_us),
+                fmt_us(t.echo_p99_us),
+                fmt_us(t.echo_max_us)
+            );
+        }
         if let Some(srv) = &t.server_peak {
             let _ = write!(
                 s,
