@@ -474,6 +474,12 @@ fn a_foreign_sse_server_through_url_header_and_a_millisecond_timestamp() {
     let run = load_with(&[&common[..], &["--hold-s", "0", "--probe-ms", "0"]].concat());
     let t = &run.report.totals;
     assert_eq!((t.established, t.failed.http_error), (0, 4), "{t:?}");
+    let first = &t.first_failures["http_error"];
+    assert!(first.starts_with("HTTP/1.1 401 Unauthorized | "), "{first}");
+    assert!(run
+        .report
+        .summary()
+        .contains("first http_error: HTTP/1.1 401"));
 
     // Without --timestamp: events counted, latency not measured, and the summary says why.
     let run = load_with(

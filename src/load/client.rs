@@ -202,13 +202,28 @@ impl Session {
             };
             match parsed {
                 Ok(Some((head, used))) => {
+                    // A refusal is told by its head, which the failure carries for the report.
+                    let expected = if self.kind == Kind::Ws { 101 } else { 200 };
+                    let interim = (100..200).contains(&head.status) && head.status != 101;
+                    let shown = (head.status != expected && !interim).then(|| {
+                        describe_head(if buf.is_empty() {
+                            &rest[..used]
+                        } else {
+                            &buf[..used]
+                        })
+                    });
                     carried = if buf.is_empty() {
                         rest[used..].to_vec()
                     } else {
                         buf.split_off(used)
                     };
                     rest = &carried;
-                    self.on_head(head, &mut step, io.request)?;
+                    if let Err(mut fail) = self.on_head(head, &mut step, io.request) {
+                        if let Some(shown) = shown {
+                            fail.why = shown;
+                        }
+                        return Err(fail);
+                    }
                     // A body-less poll answer is complete with its head.
                     self.finish_poll(&mut step, io)?;
                 }
@@ -437,6 +452,21 @@ impl Session {
         if self.is_open_ws() {
             ws::encode_frame(io_out, ws::OpCode::Ping, b"", Some(rng.mask()));
         }
+    }
+}
+
+/// A response head on one line, `HTTP/1.1 401 Unauthorized | WWW-Authenticate: …`, at most
+/// 300 characters.
+fn describe_head(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let line = text
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    match line.char_indices().nth(300) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line,
     }
 }
 
@@ -720,6 +750,10 @@ mod tests {
             .feed(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
             .unwrap_err();
         assert_eq!(fail.cause, Cause::HttpError);
+        assert_eq!(
+            fail.why,
+            "HTTP/1.1 503 Service Unavailable | Content-Length: 0"
+        );
         let mut h = Harness::new(Kind::Ws);
         let fail = h.feed(b"HTTP/1.1 200 OK\r\n\r\n").unwrap_err();
         assert_eq!(fail.cause, Cause::HttpError);

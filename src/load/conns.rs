@@ -105,6 +105,9 @@ pub struct Conns {
     resume: Vec<usize>,
     rng: Rng,
     logged: Vec<String>,
+    /// Causes whose first failure has been reported, and those waiting for the next record.
+    causes_seen: Vec<Cause>,
+    first_failures: Vec<(String, String)>,
 }
 
 impl Conns {
@@ -126,6 +129,8 @@ impl Conns {
             resume: Vec::new(),
             rng: Rng::new(),
             logged: Vec::new(),
+            causes_seen: Vec::new(),
+            first_failures: Vec::new(),
         }
     }
 
@@ -425,6 +430,11 @@ impl Conns {
 
     fn count_failure(&mut self, fail: Fail) {
         fail.cause.count(&mut self.counts.failed);
+        if !self.causes_seen.contains(&fail.cause) {
+            self.causes_seen.push(fail.cause);
+            self.first_failures
+                .push((fail.cause.name().to_string(), fail.why.clone()));
+        }
         if fail.cause == Cause::Other
             && self.logged.len() < MAX_LOGGED_REASONS
             && !self.logged.contains(&fail.why)
@@ -479,6 +489,7 @@ impl Conns {
                 .collect(),
             timeline: std::mem::take(&mut self.timeline),
             echo_hist: record::buckets(&self.echo_hist),
+            first_failures: std::mem::take(&mut self.first_failures),
         };
         self.events = 0;
         self.hist.reset();

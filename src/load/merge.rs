@@ -101,6 +101,7 @@ pub struct Merger {
     probe_total: Histogram<u64>,
     echo_window: Histogram<u64>,
     echo_total: Histogram<u64>,
+    first_failures: BTreeMap<String, String>,
     events_total: u64,
     peak_open: u64,
     held_at_first_probe_timeout: Option<u64>,
@@ -126,6 +127,7 @@ impl Merger {
             probe_total: record::new_hist(),
             echo_window: record::new_hist(),
             echo_total: record::new_hist(),
+            first_failures: BTreeMap::new(),
             events_total: 0,
             peak_open: 0,
             held_at_first_probe_timeout: None,
@@ -150,6 +152,9 @@ impl Merger {
         pending.events += rec.events;
         pending.event_hist.extend_from_slice(&rec.hist);
         pending.echo_hist.extend_from_slice(&rec.echo_hist);
+        for (cause, why) in rec.first_failures {
+            self.first_failures.entry(cause).or_insert(why);
+        }
         for &(seq, sent_ns, count) in &rec.seqs {
             self.add_seq(seq, sent_ns, count);
         }
@@ -399,6 +404,7 @@ impl Merger {
             echo_p50_us: record::quantile(&self.echo_total, 0.5),
             echo_p99_us: record::quantile(&self.echo_total, 0.99),
             echo_max_us: record::max(&self.echo_total),
+            first_failures: self.first_failures,
         };
         (self.seconds, totals)
     }
@@ -461,6 +467,7 @@ mod tests {
             events: events.iter().map(|e| e.1).sum(),
             hist: vec![(100, events.iter().map(|e| e.1).sum())],
             echo_hist: Vec::new(),
+            first_failures: Vec::new(),
             seqs: events
                 .iter()
                 .map(|&(seq, n)| (seq, START + seq * 100_000_000, n))

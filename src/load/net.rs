@@ -24,6 +24,20 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// The name of this cause's field in [`Failures`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Refused => "refused",
+            Cause::TimedOut => "timed_out",
+            Cause::AddrNotAvail => "addr_not_avail",
+            Cause::Emfile => "emfile",
+            Cause::Reset => "reset",
+            Cause::ClosedByServer => "closed_by_server",
+            Cause::HttpError => "http_error",
+            Cause::Other => "other",
+        }
+    }
+
     /// Adds one to this cause's counter.
     pub fn count(self, failures: &mut Failures) {
         let field = match self {

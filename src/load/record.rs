@@ -81,6 +81,10 @@ pub struct WorkerRecord {
     pub hist: Vec<(u64, u64)>,
     /// `(seq, sent_ns, copies received in the window)`.
     pub seqs: Vec<(u64, u64, u64)>,
+    /// The first failure of each cause this process saw, sent in the window it happened:
+    /// `(cause, what happened)` — for a refusal, the response head.
+    #[serde(default)]
+    pub first_failures: Vec<(String, String)>,
     /// Round trips of the window's echoed WebSocket messages (`--ws-send`), as buckets.
     #[serde(default)]
     pub echo_hist: Vec<(u64, u64)>,
@@ -128,6 +132,7 @@ mod tests {
             hist: vec![(100, 2)],
             seqs: vec![(7, 1_000, 2)],
             echo_hist: vec![(250, 1)],
+            first_failures: vec![("http_error".into(), "HTTP/1.1 401 Unauthorized".into())],
             timeline: vec![(3_010, 9)],
         };
         let line = serde_json::to_string(&r).unwrap();

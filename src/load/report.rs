@@ -216,6 +216,10 @@ pub struct Totals {
     pub echo_p99_us: Option<u64>,
     #[serde(default)]
     pub echo_max_us: Option<u64>,
+    /// For each cause of failure, what the first one looked like (for a refusal, the
+    /// response head), e.g. `{"http_error": "HTTP/1.1 401 Unauthorized | …"}`.
+    #[serde(default)]
+    pub first_failures: std::collections::BTreeMap<String, String>,
 }
 
 /// The whole run: what was asked, every second, and the totals.
@@ -323,6 +327,9 @@ impl Report {
         let causes = t.failed.nonzero();
         if !causes.is_empty() {
             let _ = write!(s, " ({causes})");
+        }
+        for (cause, why) in &t.first_failures {
+            let _ = write!(s, "\n  first {cause}: {why}");
         }
         let _ = write!(
             s,
