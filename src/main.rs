@@ -25,7 +25,7 @@ enum Command {
     Serve(ServeArgs),
     /// Hold many connections against a server and measure latency, failures and server cost.
     #[command(after_help = LOAD_EXAMPLES)]
-    Load(load::LoadArgs),
+    Load(Box<load::LoadArgs>),
     /// Run an experiment: live view while it runs, JSON, CSV and an SVG chart in results/NAME/.
     Run {
         #[command(subcommand)]

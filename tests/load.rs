@@ -569,3 +569,44 @@ fn websocket_messages_echoed_by_both_models_are_timed_as_round_trips() {
         assert!(run.report.summary().contains("round trip"), "{model}");
     }
 }
+
+#[test]
+fn source_addresses_given_by_hand() {
+    let server = Server::start(&["--model", "evented"]);
+    let addr = server.addr.to_string();
+    let run = load_with(&[
+        "--target",
+        &addr,
+        "--connections",
+        "4",
+        "--ramp-per-sec",
+        "100",
+        "--hold-s",
+        "0.2",
+        "--probe-ms",
+        "0",
+        "--source-ip",
+        "127.0.0.7",
+        "--source-ip",
+        "127.0.0.8",
+    ]);
+    assert_eq!(run.report.totals.established, 4, "{:?}", run.report.totals);
+    assert_eq!(run.report.source_addrs, 2);
+    // An address this machine does not have: every connect fails binding to it.
+    let run = load_with(&[
+        "--target",
+        &addr,
+        "--connections",
+        "2",
+        "--ramp-per-sec",
+        "100",
+        "--hold-s",
+        "0",
+        "--probe-ms",
+        "0",
+        "--source-ip",
+        "192.0.2.1",
+    ]);
+    let t = &run.report.totals;
+    assert_eq!((t.established, t.failed.addr_not_avail), (0, 2), "{t:?}");
+}
