@@ -491,6 +491,14 @@ fn a_foreign_sse_server_through_url_header_and_a_millisecond_timestamp() {
     );
     let t = &run.report.totals;
     assert!(t.events >= 4 && t.event_p50_us.is_none(), "{t:?}");
+    // What can be measured without a send time: the gaps between events (50 ms apart here).
+    let gap = t.gap_p50_us.expect("gaps between events");
+    assert!((10_000..5_000_000).contains(&gap), "{t:?}");
+    assert!(
+        run.report.summary().contains("events/s"),
+        "{}",
+        run.report.summary()
+    );
     assert!(
         run.report.summary().contains("--timestamp"),
         "{}",

@@ -82,6 +82,8 @@ struct Conn {
     /// µs since the start; 0 for none.
     deadline: u64,
     last_send: u64,
+    /// When the last event arrived (µs since the start; 0: none yet).
+    last_event: u64,
     /// Counted in `counts.open` (rather than `connecting`): what `fail` must take back.
     counted_open: bool,
 }
@@ -102,6 +104,8 @@ pub struct Conns {
     delivered: Vec<Delivered>,
     echoes: Vec<u64>,
     echo_hist: Histogram<u64>,
+    /// Time between a connection's successive reads that brought events.
+    gap_hist: Histogram<u64>,
     resume: Vec<usize>,
     rng: Rng,
     logged: Vec<String>,
@@ -126,6 +130,7 @@ impl Conns {
             delivered: Vec::new(),
             echoes: Vec::new(),
             echo_hist: record::new_hist(),
+            gap_hist: record::new_hist(),
             resume: Vec::new(),
             rng: Rng::new(),
             logged: Vec::new(),
@@ -198,6 +203,7 @@ impl Conns {
             out,
             deadline: 0,
             last_send: now_us,
+            last_event: 0,
             counted_open: false,
         });
         self.counts.connecting += 1;
@@ -352,6 +358,15 @@ impl Conns {
                 timestamp: &self.plan.timestamp,
             };
             let result = conn.session.on_data(&self.scratch[..n], &mut io);
+            if !self.delivered.is_empty() {
+                if let Some(conn) = self.slab.get_mut(key) {
+                    if conn.last_event > 0 {
+                        self.gap_hist
+                            .saturating_record(now_us.saturating_sub(conn.last_event));
+                    }
+                    conn.last_event = now_us;
+                }
+            }
             self.take_delivered();
             match result {
                 Err(fail) => {
@@ -489,11 +504,13 @@ impl Conns {
                 .collect(),
             timeline: std::mem::take(&mut self.timeline),
             echo_hist: record::buckets(&self.echo_hist),
+            gap_hist: record::buckets(&self.gap_hist),
             first_failures: std::mem::take(&mut self.first_failures),
         };
         self.events = 0;
         self.hist.reset();
         self.echo_hist.reset();
+        self.gap_hist.reset();
         self.seqs.clear();
         rec
     }

@@ -101,6 +101,7 @@ pub struct Merger {
     probe_total: Histogram<u64>,
     echo_window: Histogram<u64>,
     echo_total: Histogram<u64>,
+    gap_total: Histogram<u64>,
     first_failures: BTreeMap<String, String>,
     events_total: u64,
     peak_open: u64,
@@ -127,6 +128,7 @@ impl Merger {
             probe_total: record::new_hist(),
             echo_window: record::new_hist(),
             echo_total: record::new_hist(),
+            gap_total: record::new_hist(),
             first_failures: BTreeMap::new(),
             events_total: 0,
             peak_open: 0,
@@ -152,6 +154,8 @@ impl Merger {
         pending.events += rec.events;
         pending.event_hist.extend_from_slice(&rec.hist);
         pending.echo_hist.extend_from_slice(&rec.echo_hist);
+        // Gaps are reported over the whole run only: merged as they come.
+        record::add_buckets(&mut self.gap_total, &rec.gap_hist);
         for (cause, why) in rec.first_failures {
             self.first_failures.entry(cause).or_insert(why);
         }
@@ -405,6 +409,9 @@ impl Merger {
             echo_p99_us: record::quantile(&self.echo_total, 0.99),
             echo_max_us: record::max(&self.echo_total),
             first_failures: self.first_failures,
+            gap_p50_us: record::quantile(&self.gap_total, 0.5),
+            gap_p99_us: record::quantile(&self.gap_total, 0.99),
+            gap_max_us: record::max(&self.gap_total),
         };
         (self.seconds, totals)
     }
@@ -467,6 +474,7 @@ mod tests {
             events: events.iter().map(|e| e.1).sum(),
             hist: vec![(100, events.iter().map(|e| e.1).sum())],
             echo_hist: Vec::new(),
+            gap_hist: Vec::new(),
             first_failures: Vec::new(),
             seqs: events
                 .iter()

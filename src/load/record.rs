@@ -88,6 +88,10 @@ pub struct WorkerRecord {
     /// Round trips of the window's echoed WebSocket messages (`--ws-send`), as buckets.
     #[serde(default)]
     pub echo_hist: Vec<(u64, u64)>,
+    /// Gaps between events on one connection (µs), as buckets: what a server whose events carry
+    /// no send time still shows of its delivery.
+    #[serde(default)]
+    pub gap_hist: Vec<(u64, u64)>,
     /// `(ms since the start, open connections)` whenever the number changed, at 10 ms
     /// resolution: who could have received an event published at a given time.
     pub timeline: Vec<(u64, u64)>,
@@ -132,6 +136,7 @@ mod tests {
             hist: vec![(100, 2)],
             seqs: vec![(7, 1_000, 2)],
             echo_hist: vec![(250, 1)],
+            gap_hist: vec![(1_000_000, 3)],
             first_failures: vec![("http_error".into(), "HTTP/1.1 401 Unauthorized".into())],
             timeline: vec![(3_010, 9)],
         };

@@ -220,6 +220,15 @@ pub struct Totals {
     /// response head), e.g. `{"http_error": "HTTP/1.1 401 Unauthorized | …"}`.
     #[serde(default)]
     pub first_failures: std::collections::BTreeMap<String, String>,
+    /// Time between successive arrivals of events on one connection (events that arrive in one
+    /// read count once), over the run: how evenly the server delivers, with or without a send
+    /// time in the events.
+    #[serde(default)]
+    pub gap_p50_us: Option<u64>,
+    #[serde(default)]
+    pub gap_p99_us: Option<u64>,
+    #[serde(default)]
+    pub gap_max_us: Option<u64>,
 }
 
 /// The whole run: what was asked, every second, and the totals.
@@ -357,6 +366,18 @@ impl Report {
                 "; delivery to every connection not measured (it needs events with a seq, published after the ramp)",
             ),
             _ => s.push_str("; no events to measure delivery with"),
+        }
+        // Connection-seconds: each second's open connections, a second each.
+        let held: f64 = self.seconds.iter().map(|sec| sec.open as f64).sum();
+        if t.events > 0 && held > 0.0 {
+            let _ = write!(
+                s,
+                "\n  per connection: {:.2} events/s, gaps between events p50 {} p99 {} max {}",
+                t.events as f64 / held,
+                fmt_us(t.gap_p50_us),
+                fmt_us(t.gap_p99_us),
+                fmt_us(t.gap_max_us)
+            );
         }
         let _ = write!(
             s,
