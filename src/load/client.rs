@@ -377,10 +377,21 @@ impl Session {
             ));
         }
         let phase = match self.kind {
-            Kind::Sse => Phase::Sse(
-                BodyDecoder::new(head.body, u64::MAX),
-                Box::new(sse::Parser::with_limit(MAX_MESSAGE)),
-            ),
+            Kind::Sse => {
+                let media = head.header("content-type").unwrap_or_default();
+                let media = String::from_utf8_lossy(media);
+                let essence = media.split(';').next().unwrap_or("").trim();
+                if !essence.eq_ignore_ascii_case("text/event-stream") {
+                    return Err(Fail::new(
+                        Cause::Other,
+                        format!("the answer is not an event stream (Content-Type: {media:?})"),
+                    ));
+                }
+                Phase::Sse(
+                    BodyDecoder::new(head.body, u64::MAX),
+                    Box::new(sse::Parser::with_limit(MAX_MESSAGE)),
+                )
+            }
             Kind::Stream => {
                 if head.body != BodyFraming::Chunked {
                     return Err(Fail::new(Cause::Other, "stream answer is not chunked"));
@@ -763,12 +774,18 @@ mod tests {
             Cause::Other
         );
         assert_eq!(h.session.on_eof().cause, Cause::ClosedByServer);
+        let mut h = Harness::new(Kind::Sse);
+        let fail = h
+            .feed(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nhi")
+            .unwrap_err();
+        assert_eq!(fail.cause, Cause::Other);
+        assert!(fail.why.contains("not an event stream"), "{}", fail.why);
     }
 
     #[test]
     fn events_without_a_timestamp_are_events_still() {
         let mut h = Harness::new(Kind::Sse);
-        let mut bytes = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        let mut bytes = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n".to_vec();
         bytes.extend_from_slice(b"data: not json\n\ndata: {\"x\":1}\n\n");
         h.feed(&bytes).unwrap();
         assert_eq!(h.events, vec![Delivered::default(); 2]);

@@ -367,8 +367,14 @@ impl Report {
             ),
             _ => s.push_str("; no events to measure delivery with"),
         }
-        // Connection-seconds: each second's open connections, a second each.
-        let held: f64 = self.seconds.iter().map(|sec| sec.open as f64).sum();
+        // Connection-seconds: each window's open connections times its length (the last window
+        // is shorter).
+        let mut held = 0.0;
+        let mut from = 0.0;
+        for sec in &self.seconds {
+            held += sec.open as f64 * (sec.t_s - from).max(0.0);
+            from = sec.t_s;
+        }
         if t.events > 0 && held > 0.0 {
             let _ = write!(
                 s,
