@@ -136,8 +136,7 @@ pub fn check_header(field: &str) -> Result<(), String> {
     let Some((name, _)) = field.split_once(':') else {
         return Err(format!("-H {field:?} is not `Name: value`"));
     };
-    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if name.is_empty() || !name.bytes().all(token) {
+    if !is_token(name) {
         return Err(format!("-H {field:?}: {name:?} is not a header field name"));
     }
     if field.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
@@ -150,6 +149,24 @@ pub fn check_header(field: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Checks `--ws-protocol`: a comma-separated list of subprotocol names.
+pub fn check_ws_protocol(list: &str) -> Result<(), String> {
+    if list.split(',').all(|name| is_token(name.trim())) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--ws-protocol {list:?} is not a comma-separated list of names"
+        ))
+    }
+}
+
+/// An RFC 9110 token (§5.6.2): what field names and subprotocol names are made of.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// The unit of an event's send time.
@@ -302,6 +319,9 @@ mod tests {
         for bad in ["NoColon", ": v", "Bad Name: v", "Host: x", "X: a\r\nY: b"] {
             assert!(check_header(bad).is_err(), "{bad}");
         }
+        assert!(check_ws_protocol("chat.v1, chat.v2").is_ok());
+        assert!(check_ws_protocol("chat v1").is_err());
+        assert!(check_ws_protocol("a,,b").is_err());
     }
 
     #[test]

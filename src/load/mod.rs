@@ -567,14 +567,7 @@ fn resolve(args: &LoadArgs) -> Result<(LoadArgs, Request), String> {
         return Err("--ws-send-every-ms must be between 1 and 86400000 (a day)".into());
     }
     if let Some(p) = &args.ws_protocol {
-        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-        if p.split(',')
-            .any(|name| name.trim().is_empty() || !name.trim().bytes().all(token))
-        {
-            return Err(format!(
-                "--ws-protocol {p:?} is not a comma-separated list of names"
-            ));
-        }
+        endpoint::check_ws_protocol(p)?;
         request.ws_protocol = Some(p.clone());
     }
     Ok((args, request))
