@@ -1,6 +1,7 @@
 //! The experiments run end to end, in small sizes, and show what they exist to show: a blocking
-//! pool stops answering newcomers once long-lived clients fill it, the event loop never does, and
-//! a blocking connection costs threads while an evented one costs none.
+//! pool stops answering newcomers once long-lived clients fill it, the event loop never does; a
+//! blocking connection costs threads while an evented one costs none; every server survives
+//! hostile clients and gives its descriptors back.
 
 use std::path::PathBuf;
 use std::process::Command;
