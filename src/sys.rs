@@ -90,6 +90,44 @@ pub fn read_proc(pid: Option<u32>) -> io::Result<ProcReading> {
     Ok(reading)
 }
 
+/// The processes under `pid` (children, their children, ...), from the parent ids in
+/// `/proc/*/stat`.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(u32, u32)> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // The parent id is the second field after the command name's closing parenthesis.
+            let rest = stat.rsplit_once(')')?.1;
+            Some((p, rest.split_whitespace().nth(1)?.parse().ok()?))
+        })
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(child, ppid) in &parents {
+            if ppid == parent && !found.contains(&child) {
+                found.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// A process's proportional set size, from `/proc/PID/smaps_rollup` (Linux 4.14+).
+pub fn pss_bytes(pid: u32) -> io::Result<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .map(|v| parse_kb(v) * 1024)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Pss in smaps_rollup"))
+}
+
 /// CPU time a process has used so far, user and system, from `/proc/PID/stat`.
 pub fn cpu_time(pid: u32) -> io::Result<std::time::Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -142,6 +180,20 @@ mod tests {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
         }
         assert!(cpu_time(pid).unwrap() > before);
+    }
+
+    #[test]
+    fn a_child_is_a_descendant_and_pss_is_read() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let found = descendants(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&child.id()), "{found:?}");
+        let pss = pss_bytes(std::process::id()).unwrap();
+        assert!(pss > 0 && pss <= read_proc(None).unwrap().rss_bytes * 2);
     }
 
     #[test]

@@ -344,6 +344,8 @@ impl Merger {
             peak.rss_bytes = peak.rss_bytes.max(s.rss_bytes);
             peak.threads = peak.threads.max(s.threads);
             peak.fds = peak.fds.max(s.fds);
+            peak.pss_bytes = peak.pss_bytes.max(s.pss_bytes);
+            peak.processes = peak.processes.max(s.processes);
         }
         let second = Second {
             t_s: parent.end_us as f64 / 1e6,

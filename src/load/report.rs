@@ -91,15 +91,24 @@ impl Failures {
     }
 }
 
-/// A reading of the server process from `/proc/PID` (with `--server-pid`).
+/// A reading of the server from `/proc` (with `--server-pid`): the process and every process
+/// under it (worker processes), summed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerSample {
-    /// Resident set size.
+    /// Resident set size, summed: pages shared between the processes (the binary, say) count
+    /// once per process.
     pub rss_bytes: u64,
-    /// Threads of the process.
+    /// Threads of the processes.
     pub threads: u64,
     /// Open file descriptors (sockets included).
     pub fds: u64,
+    /// Proportional set size (`/proc/PID/smaps_rollup`), summed: a shared page counts once in
+    /// all, split between the processes that share it. What several processes really cost.
+    #[serde(default)]
+    pub pss_bytes: u64,
+    /// Processes read: the server and its descendants.
+    #[serde(default)]
+    pub processes: u64,
 }
 
 /// One second of a run. Cumulative counters count since the start; window fields
@@ -410,11 +419,15 @@ impl Report {
         if let Some(srv) = &t.server_peak {
             let _ = write!(
                 s,
-                "\nserver peak: rss {} threads {} fds {}",
+                "\nserver peak: rss {} pss {} threads {} fds {}",
                 fmt_mib(srv.rss_bytes),
+                fmt_mib(srv.pss_bytes),
                 srv.threads,
                 srv.fds
             );
+            if srv.processes > 1 {
+                let _ = write!(s, " over {} processes", srv.processes);
+            }
         }
         s
     }
@@ -437,6 +450,7 @@ mod tests {
                 rss_bytes: 14 * 1024 * 1024 + 200 * 1024,
                 threads: 1,
                 fds: 1210,
+                ..ServerSample::default()
             }),
             ..Second::default()
         };
