@@ -14,9 +14,12 @@ pub struct Deadlines {
 }
 
 impl Deadlines {
-    /// `key`'s deadline changes from `old` to `new` (0: none).
-    pub fn set(&mut self, key: usize, old: u64, new: u64) {
-        if new != 0 && (old == 0 || new < old) {
+    /// `key`'s deadline changes from `old` to `new` (0: none), at `now`. A later deadline
+    /// reuses the entry of the earlier one — unless that one has passed, when its entry may
+    /// already be gone (`next_expired` handed it out): then the new deadline gets its own (a
+    /// duplicate of an entry not yet popped is only a stale entry).
+    pub fn set(&mut self, key: usize, old: u64, new: u64, now: u64) {
+        if new != 0 && (old == 0 || new < old || old <= now) {
             self.heap.push(Reverse((new, key)));
         }
     }
@@ -74,7 +77,7 @@ mod tests {
         let mut current = [0u64; 4];
         let mut d = Deadlines::default();
         let set = |d: &mut Deadlines, current: &mut [u64; 4], key: usize, at: u64| {
-            d.set(key, current[key], at);
+            d.set(key, current[key], at, 0);
             current[key] = at;
         };
         set(&mut d, &mut current, 1, 30);
@@ -100,6 +103,11 @@ mod tests {
         }
         assert_eq!(expired(&mut d, &current, 49), Vec::<usize>::new());
         assert_eq!(expired(&mut d, &current, 50), vec![3]);
+        // Handed out, then moved later (a timeout that starts the linger): it fires again.
+        d.set(3, current[3], 70, 50);
+        current[3] = 70;
+        assert_eq!(expired(&mut d, &current, 69), Vec::<usize>::new());
+        assert_eq!(expired(&mut d, &current, 70), vec![3]);
         current[3] = 0;
         // Only stale entries are left (key 1's first one, at 30, was popped above): none fire.
         assert_eq!(expired(&mut d, &current, 1000), Vec::<usize>::new());

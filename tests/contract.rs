@@ -101,6 +101,7 @@ macro_rules! contract_suite {
                 vanished_clients_are_removed_after_fin,
                 vanished_clients_are_removed_after_rst,
                 slowloris_gets_408_and_is_closed,
+                a_client_that_stays_after_its_408_is_let_go_after_the_linger,
                 idle_connections_are_closed_but_subscribers_are_not,
                 slow_consumer_is_cut_off_and_others_are_served,
                 a_client_that_reads_no_answers_is_not_read_either,
@@ -1506,6 +1507,20 @@ fn slowloris_gets_408_and_is_closed(args: &[&str]) {
     );
     let (_, r) = roundtrip(&server, get("/").as_bytes());
     assert_probe(&r);
+}
+
+fn a_client_that_stays_after_its_408_is_let_go_after_the_linger(args: &[&str]) {
+    let server = start(args, &["--header-timeout-ms", "300"]);
+    let mut c = Client::open(&server);
+    c.send("GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ");
+    assert_eq!(c.response().status, 408);
+    assert!(c.closes(), "the server's FIN follows the 408");
+    // `c` keeps its side open and never closes: the server lingers (2 s), then lets it go.
+    // Only the `/stats` request itself is left.
+    server.wait_stats("the lingering connection closed", |s| {
+        s["connections"]["http"] == 1
+    });
+    drop(c);
 }
 
 fn idle_connections_are_closed_but_subscribers_are_not(args: &[&str]) {

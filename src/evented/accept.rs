@@ -69,7 +69,7 @@ impl Server {
             return;
         }
         let session = Session::new(&self.cfg, self.now);
-        self.timers.set(key, 0, session.deadline());
+        self.timers.set(key, 0, session.deadline(), self.now);
         entry.insert(Conn::new(sock, session));
         // A client usually sends its request right behind the handshake: read it now rather than
         // one loop turn (and one broadcast batch) later.

@@ -61,7 +61,8 @@ impl Server {
             actions,
         };
         f(&mut conn.session, &mut cx, &self.hub);
-        self.timers.set(key, before, conn.session.deadline());
+        self.timers
+            .set(key, before, conn.session.deadline(), self.now);
     }
 
     /// Carries out one action; what the session says in answer goes to `next`.

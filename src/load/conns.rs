@@ -207,12 +207,12 @@ impl Conns {
             counted_open: false,
         });
         self.counts.connecting += 1;
-        self.set_deadline(key, now_us + self.plan.timeout_ms * 1000);
+        self.set_deadline(key, now_us + self.plan.timeout_ms * 1000, now_us);
     }
 
-    fn set_deadline(&mut self, key: usize, at: u64) {
+    fn set_deadline(&mut self, key: usize, at: u64, now_us: u64) {
         if let Some(conn) = self.slab.get_mut(key) {
-            self.deadlines.set(key, conn.deadline, at);
+            self.deadlines.set(key, conn.deadline, at, now_us);
             conn.deadline = at;
         }
     }
@@ -235,9 +235,7 @@ impl Conns {
                         .send_text(text, sys::now_ns(), &mut conn.out, &mut self.rng);
                 }
                 let next = now_us + send.every_ms.max(1) * 1000;
-                // The heap let go of this entry: the new deadline is a new entry.
-                conn.deadline = 0;
-                self.set_deadline(key, next);
+                self.set_deadline(key, next, now_us);
                 self.flush(key, now_us);
                 continue;
             }
@@ -294,7 +292,7 @@ impl Conns {
             Ok(()) => {
                 conn.connected = true;
                 let at = now_us + self.plan.timeout_ms * 1000;
-                self.set_deadline(key, at);
+                self.set_deadline(key, at, now_us);
                 self.flush(key, now_us);
                 self.slab.contains(key)
             }
@@ -392,9 +390,9 @@ impl Conns {
                             }
                             _ => 0,
                         };
-                        self.set_deadline(key, at);
+                        self.set_deadline(key, at, now_us);
                     } else if step.polled {
-                        self.set_deadline(key, now_us + self.plan.poll_timeout_ms * 1000);
+                        self.set_deadline(key, now_us + self.plan.poll_timeout_ms * 1000, now_us);
                     }
                     self.flush(key, now_us);
                 }
