@@ -36,6 +36,17 @@ pub fn lighter(c: RGBColor) -> RGBColor {
     RGBColor(mix(c.0), mix(c.1), mix(c.2))
 }
 
+/// The probe's latency panel: p99 per second in ms, on a log axis.
+pub fn probe_panel(probe_ms: u64, series: Vec<Series>) -> Panel {
+    Panel {
+        title: format!("probe latency, p99 per second (a fresh GET / every {probe_ms} ms)"),
+        y_label: "ms (log)".to_string(),
+        log_y: true,
+        y_min: 0.01,
+        series,
+    }
+}
+
 /// Draws `panels` one above the other, sharing the x axis described by `x_label`.
 pub fn draw(path: &Path, title: &str, x_label: &str, panels: &[Panel]) -> Result<(), String> {
     // A lone panel gets a little more room than one of a stack.

@@ -106,37 +106,18 @@ impl LoadProc {
         report_path: &Path,
         args: &[impl AsRef<OsStr>],
     ) -> Result<LoadProc, String> {
-        let exe =
-            std::env::current_exe().map_err(|e| format!("cannot find the c10k binary: {e}"))?;
-        let mut child = Command::new(exe)
+        let mut command = c10k_command()?;
+        command
             .arg("load")
             .args(["--target", &target.to_string(), "--progress", "json"])
             .arg("--json")
             .arg(report_path)
             .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start the load generator: {e}"))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or("no stdout from the load generator")?;
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(second) = serde_json::from_str::<Second>(&line) {
-                    if tx.send(second).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
+            .stdin(Stdio::null());
+        let (child, seconds) = spawn_with_json_lines(command, "the load generator")?;
         Ok(LoadProc {
             child,
-            seconds: rx,
+            seconds,
             report_path: report_path.to_path_buf(),
             history: Vec::new(),
         })
@@ -189,6 +170,41 @@ impl Drop for LoadProc {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A command that runs this very binary.
+pub fn c10k_command() -> Result<Command, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the c10k binary: {e}"))?;
+    Ok(Command::new(exe))
+}
+
+/// Starts `command` (stderr discarded) and, on a thread, reads its stdout: every line that is a
+/// `T` in JSON arrives on the receiver; other lines are skipped.
+pub fn spawn_with_json_lines<T: serde::de::DeserializeOwned + Send + 'static>(
+    mut command: Command,
+    what: &str,
+) -> Result<(Child, Receiver<T>), String> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {what}: {e}"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| format!("no stdout from {what}"))?;
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(value) = serde_json::from_str::<T>(&line) {
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Ok((child, rx))
 }
 
 /// Where an experiment writes: `out` if given, else `results/NAME/`; created if needed.

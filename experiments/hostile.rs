@@ -5,10 +5,9 @@
 //! or timeout ends each kind of client, what the good clients notice, and how long the server
 //! takes to give everything back.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Child, Stdio};
+use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -800,16 +799,7 @@ fn write_results(
             y_min: 0.0,
             series: series(&|r| r.hostile_open.iter().map(|&(t, n)| (t, n as f64)).collect()),
         },
-        Panel {
-            title: format!(
-                "probe latency, p99 per second (a fresh GET / every {} ms)",
-                args.probe_ms
-            ),
-            y_label: "ms (log)".to_string(),
-            log_y: true,
-            y_min: 0.01,
-            series: latency,
-        },
+        chart::probe_panel(args.probe_ms, latency),
         Panel {
             title: "server descriptors".to_string(),
             y_label: "fds".to_string(),
@@ -860,9 +850,8 @@ impl HostileProc {
         duration_s: u64,
         publish_per_sec: u64,
     ) -> Result<HostileProc, String> {
-        let exe =
-            std::env::current_exe().map_err(|e| format!("cannot find the c10k binary: {e}"))?;
-        let mut child = Command::new(exe)
+        let mut command = harness::c10k_command()?;
+        command
             .arg("hostile")
             .args(["--target", &target.to_string()])
             .args(["--connections", &connections.to_string()])
@@ -870,29 +859,11 @@ impl HostileProc {
             .args(["--publish-per-sec", &publish_per_sec.to_string()])
             .arg("--json")
             .arg(report_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start the hostile clients: {e}"))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or("no stdout from the hostile clients")?;
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(second) = serde_json::from_str::<HostileSecond>(&line) {
-                    if tx.send(second).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
+            .stdin(Stdio::piped());
+        let (child, seconds) = harness::spawn_with_json_lines(command, "the hostile clients")?;
         Ok(HostileProc {
             child,
-            seconds: rx,
+            seconds,
             report_path: report_path.to_path_buf(),
         })
     }

@@ -426,16 +426,7 @@ fn write_results(
             y_min: 0.0,
             series: held,
         },
-        Panel {
-            title: format!(
-                "probe latency, p99 per second (a fresh GET / every {} ms)",
-                args.probe_ms
-            ),
-            y_label: "ms (log)".to_string(),
-            log_y: true,
-            y_min: 0.01,
-            series: latency,
-        },
+        chart::probe_panel(args.probe_ms, latency),
         Panel {
             title: "server threads".to_string(),
             y_label: "threads".to_string(),

@@ -23,6 +23,14 @@ fn run(args: &[&str], out: &PathBuf) {
     assert!(status.success(), "c10k run {args:?} failed");
 }
 
+/// Each of `files` is in `out` and not (nearly) empty.
+fn assert_written(out: &std::path::Path, files: &[&str]) {
+    for file in files {
+        let len = std::fs::metadata(out.join(file)).map_or(0, |m| m.len());
+        assert!(len > 100, "{file} missing or empty");
+    }
+}
+
 fn json(path: PathBuf) -> serde_json::Value {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("valid JSON")
@@ -61,12 +69,7 @@ fn starvation_quick_blocking_pool_starves_and_evented_does_not() {
         "a pool serves at most its size"
     );
 
-    for file in ["starvation.csv", "starvation.svg"] {
-        let len = std::fs::metadata(out.join(file))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        assert!(len > 100, "{file} missing or empty");
-    }
+    assert_written(&out, &["starvation.csv", "starvation.svg"]);
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -152,11 +155,6 @@ fn hostile_quick_every_server_survives_and_gives_descriptors_back() {
     }
     let during = &evented["phases"][1];
     assert!(during["hostile_open_peak"].as_u64() > Some(50), "{during}");
-    for file in ["hostile.csv", "hostile-phases.csv", "hostile.svg"] {
-        let len = std::fs::metadata(out.join(file))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        assert!(len > 100, "{file} missing or empty");
-    }
+    assert_written(&out, &["hostile.csv", "hostile-phases.csv", "hostile.svg"]);
     let _ = std::fs::remove_dir_all(&out);
 }

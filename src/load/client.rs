@@ -332,7 +332,7 @@ impl Session {
         let not_json = |_| Fail::new(Cause::Other, "poll answer is not a JSON array");
         let events: Vec<Delivered> = if buf.is_empty() {
             Vec::new()
-        } else if *io.timestamp == Timestamp::default() {
+        } else if io.timestamp.is_contract() {
             serde_json::from_slice(buf).map_err(not_json)?
         } else {
             let values: Vec<serde_json::Value> = serde_json::from_slice(buf).map_err(not_json)?;
@@ -495,7 +495,7 @@ fn marker_ns(text: &str) -> Option<u64> {
 /// What an event's data says of its `seq` and send time. Data that is not JSON, or JSON
 /// without the field, is still an event, only one whose delivery cannot be timed.
 fn parse_event(data: &[u8], timestamp: &Timestamp) -> Delivered {
-    if *timestamp == Timestamp::default() {
+    if timestamp.is_contract() {
         // The contract's events: read the two fields without building a tree.
         return serde_json::from_slice(data).unwrap_or_default();
     }

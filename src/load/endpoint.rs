@@ -205,6 +205,11 @@ impl Default for Timestamp {
 }
 
 impl Timestamp {
+    /// Whether this is the contract's `sent_ns` (read without building a JSON tree).
+    pub fn is_contract(&self) -> bool {
+        self.field == "sent_ns" && self.unit == TimeUnit::Auto
+    }
+
     /// The send time (ns since the epoch) and `seq` of an event, when its data is JSON that has
     /// them; `(None, None)` for anything else — an event without a timestamp is still an event.
     pub fn read(&self, json: &serde_json::Value) -> (Option<u64>, Option<u64>) {

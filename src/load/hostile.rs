@@ -235,8 +235,6 @@ struct Attack<'a> {
     scripts: Scripts,
     scratch: Vec<u8>,
     peak_open: u64,
-    opened: u64,
-    ended_by_server: u64,
 }
 
 impl<'a> Attack<'a> {
@@ -282,8 +280,6 @@ impl<'a> Attack<'a> {
             scripts: Scripts::new(),
             scratch: vec![0; 64 * 1024],
             peak_open: 0,
-            opened: 0,
-            ended_by_server: 0,
         })
     }
 
@@ -317,8 +313,12 @@ impl<'a> Attack<'a> {
                 let second = HostileSecond {
                     t_s: (now - start).as_secs_f64().round(),
                     open: self.open(),
-                    opened: self.opened,
-                    ended_by_server: self.ended_by_server,
+                    opened: self.counts.iter().map(|c| c.tally.opened).sum(),
+                    ended_by_server: self
+                        .counts
+                        .iter()
+                        .map(|c| c.tally.closed_by_server + c.tally.reset_by_server)
+                        .sum(),
                     published: publisher.answered(),
                 };
                 if let Ok(line) = serde_json::to_string(&second) {
@@ -448,7 +448,6 @@ impl<'a> Attack<'a> {
             }
             conn.connected = true;
             conn.opened = now;
-            self.opened += 1;
             self.counts[index(behaviour)].tally.opened += 1;
         }
         if behaviour.reads() && !self.read(i, now) {
@@ -627,7 +626,6 @@ impl Attack<'_> {
                 } else {
                     counts.tally.closed_by_server += 1;
                 }
-                self.ended_by_server += 1;
                 if counts.lives_ms.len() < 1 << 20 {
                     counts.lives_ms.push((now - conn.opened).as_millis() as u64);
                 }
@@ -642,8 +640,9 @@ impl Attack<'_> {
     }
 }
 
+/// A behaviour's place in `Behaviour::ALL` (declaration order).
 fn index(b: Behaviour) -> usize {
-    Behaviour::ALL.iter().position(|&x| x == b).unwrap_or(0)
+    b as usize
 }
 
 const SLOWLORIS: &[u8] = b"GET / HTTP/1.1\r\nHost: hostile\r\nX-Slow: aaaa";
