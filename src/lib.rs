@@ -12,3 +12,4 @@ pub mod load;
 pub mod proto;
 pub mod sys;
 pub mod timers;
+pub mod workers;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use c10k_lab::app::config::{Model, ServerConfig, Threads, MIN_RETAIN};
-use c10k_lab::{blocking, doctor, evented, experiments, load, sys};
+use c10k_lab::{blocking, doctor, evented, experiments, load, sys, workers};
 
 #[derive(Parser)]
 #[command(
@@ -94,9 +94,18 @@ struct ServeArgs {
     /// newcomers sooner during a big fan-out, larger spends fewer loop turns on it.
     #[arg(long, default_value_t = DEFAULT.fanout_batch)]
     fanout_batch: usize,
-    /// Set SO_REUSEPORT, so several server processes can share one port.
+    /// Set SO_REUSEPORT, so several server processes can share one port; with --workers, each
+    /// worker gets a socket of its own (the kernel spreads connections by a hash) instead of
+    /// sharing one (the next idle worker takes the next connection).
     #[arg(long)]
     reuse_port: bool,
+    /// Evented model: worker processes, each one thread and one loop, serving one address and
+    /// one event stream. Past one process's descriptor limit and one core.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    workers: u32,
+    /// Run as one worker of `--workers` (set by the supervisor).
+    #[arg(long, hide = true)]
+    worker: Option<evented::WorkerSpec>,
     /// Blocking model: worker threads (`1` is the sequential server) or `unbounded` (a thread per
     /// connection).
     #[arg(long, default_value_t = DEFAULT.threads)]
@@ -161,9 +170,16 @@ fn main() -> ExitCode {
 
 fn serve(args: &ServeArgs) -> Result<(), String> {
     let cfg = args.config();
-    match sys::raise_fd_limit() {
+    let limit = sys::raise_fd_limit();
+    if let Some(spec) = args.worker {
+        return evented::serve_worker(cfg, spec).map_err(|e| format!("worker {}: {e}", spec.index));
+    }
+    match limit {
         Ok((soft, _)) => eprintln!("open file limit: {soft}"),
         Err(e) => eprintln!("could not read the open file limit: {e}"),
+    }
+    if args.workers > 1 && args.model != Model::Evented {
+        return Err("--workers runs the evented model; the blocking model is one process".into());
     }
     let listen = cfg.listen;
     let ready = |addr| {
@@ -172,6 +188,10 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         let _ = std::io::stdout().flush();
     };
     match args.model {
+        Model::Evented if args.workers > 1 => {
+            let worker_args = std::env::args_os().skip(1).collect();
+            workers::serve(cfg, args.workers as usize, worker_args, ready)
+        }
         Model::Evented => evented::serve(cfg, ready),
         Model::Blocking => blocking::serve(cfg, ready),
     }

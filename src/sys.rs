@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -151,6 +152,32 @@ pub fn cpu_time(pid: u32) -> io::Result<std::time::Duration> {
 
 fn parse_kb(v: &str) -> u64 {
     v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0)
+}
+
+/// Adds `fd` to the epoll instance `epfd` for input, edge-triggered, with `EPOLLEXCLUSIVE`: of
+/// several loops waiting on one listening socket, a new connection wakes one that is idle in
+/// `epoll_wait` instead of all of them. `token` comes back as the event's data (what mio reads
+/// as its token).
+pub fn epoll_add_exclusive(epfd: RawFd, fd: RawFd, token: u64) -> io::Result<()> {
+    let mut event = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE) as u32,
+        u64: token,
+    };
+    // SAFETY: epoll_ctl reads the event we pass; bad descriptors are reported as errors.
+    if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut event) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Removes `fd` from the epoll instance `epfd` (an exclusive entry cannot be modified, only
+/// removed and added again).
+pub fn epoll_delete(epfd: RawFd, fd: RawFd) -> io::Result<()> {
+    // SAFETY: as above; a null event is allowed for EPOLL_CTL_DEL since Linux 2.6.9.
+    if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Whether an accept error means "out of descriptors" (the process's or the system's).

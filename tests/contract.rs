@@ -121,6 +121,25 @@ macro_rules! contract_suite {
 }
 
 contract_suite!(evented, &["--model", "evented", "--tick-ms", "0"]);
+// One server of four processes: whichever worker takes a connection, it must keep the contract
+// of the one event stream.
+contract_suite!(
+    evented_workers,
+    &["--model", "evented", "--workers", "4", "--tick-ms", "0"]
+);
+// The same with a socket per worker: the kernel spreads the cases' connections over all four.
+contract_suite!(
+    evented_reuse_port_workers,
+    &[
+        "--model",
+        "evented",
+        "--workers",
+        "4",
+        "--reuse-port",
+        "--tick-ms",
+        "0"
+    ]
+);
 contract_suite!(
     blocking,
     &[

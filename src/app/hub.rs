@@ -71,6 +71,30 @@ impl Event {
         }
     }
 
+    /// An event numbered and encoded elsewhere (by the supervisor of `--workers`): `line` is its
+    /// JSON and a newline, as [`Event::line`] gives it.
+    pub fn received(seq: u64, name: &'static str, sent_ns: u64, line: Box<[u8]>) -> Event {
+        Event {
+            seq,
+            sent_ns,
+            name,
+            line,
+            sse: OnceLock::new(),
+            chunk: OnceLock::new(),
+            ws: OnceLock::new(),
+        }
+    }
+
+    /// `tick` or `message`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The JSON and a newline: what every other encoding is made from.
+    pub fn line(&self) -> &[u8] {
+        &self.line
+    }
+
     fn json(&self) -> &[u8] {
         &self.line[..self.line.len() - 1]
     }
@@ -145,10 +169,25 @@ impl Hub {
     }
 
     fn publish(&mut self, name: &'static str, now_ns: u64, data: Option<&str>) -> Arc<Event> {
-        self.last_seq += 1;
-        let event = Arc::new(Event::new(self.last_seq, name, now_ns, data));
+        let event = Arc::new(Event::new(self.last_seq + 1, name, now_ns, data));
+        self.insert(Arc::clone(&event));
+        event
+    }
+
+    /// Takes an event numbered elsewhere, the next in sequence or any later one (a worker that
+    /// starts late gets the retained history, which begins past 1); an older one is ignored.
+    pub fn insert(&mut self, event: Arc<Event>) {
+        if event.seq <= self.last_seq {
+            return;
+        }
+        if event.seq != self.last_seq + 1 {
+            // `since` counts on consecutive numbers: what came before a gap cannot be replayed.
+            self.ring.clear();
+            self.retained = 0;
+        }
+        self.last_seq = event.seq;
         self.retained += event.retained_cost();
-        self.ring.push_back(Arc::clone(&event));
+        self.ring.push_back(event);
         while self.ring.len() > self.retain
             || (self.retained > self.retain_bytes && self.ring.len() > 1)
         {
@@ -156,7 +195,6 @@ impl Hub {
                 self.retained -= old.retained_cost();
             }
         }
-        event
     }
 
     /// The sequence number of the newest event, 0 before the first.
@@ -243,6 +281,32 @@ impl Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hub_fed_another_hubs_events_replays_the_same_bytes() {
+        let mut origin = Hub::new(4, usize::MAX);
+        let mut copy = Hub::new(4, usize::MAX);
+        let received =
+            |e: &Event| Arc::new(Event::received(e.seq, e.name(), e.sent_ns, e.line().into()));
+        // A copy that starts late gets the history from past 1 on, then the live events.
+        for i in 0..6 {
+            origin.publish_message(&format!("m{i}"), i);
+        }
+        for e in origin.since(0) {
+            copy.insert(received(e));
+        }
+        let tick = origin.publish_tick(99);
+        copy.insert(received(&tick));
+        copy.insert(received(&tick)); // a repeat is ignored
+        assert_eq!(copy.last_seq(), 7);
+        for encoding in [Encoding::Sse, Encoding::Chunk, Encoding::Ws, Encoding::Json] {
+            let a: Vec<&[u8]> = origin.since(2).map(|e| e.bytes(encoding)).collect();
+            let b: Vec<&[u8]> = copy.since(2).map(|e| e.bytes(encoding)).collect();
+            assert_eq!(a, b);
+            assert_eq!(a.len(), 4);
+        }
+        assert_eq!(copy.has_dropped_after(2), origin.has_dropped_after(2));
+    }
 
     #[test]
     fn sequence_is_shared_and_ring_is_bounded() {

@@ -31,6 +31,16 @@ pub struct Stats {
     pub accepted: u64,
     pub rejected: u64,
     pub events_published: u64,
+    /// The process that answered: the supervisor's with `--workers`.
+    #[serde(default)]
+    pub pid: u32,
+    /// With `--workers`: which worker took the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<u32>,
+    /// With `--workers`: each worker's own document (the totals above add them up, and the
+    /// supervisor's process).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<Stats>,
 }
 
 impl Stats {
@@ -62,7 +72,38 @@ impl Stats {
             accepted,
             rejected,
             events_published,
+            pid: std::process::id(),
+            worker: None,
+            workers: Vec::new(),
         }
+    }
+
+    /// The server's document from its workers' and the supervisor's own `process` reading.
+    pub fn total(workers: Vec<Stats>, events_published: u64, process: ProcReading) -> Stats {
+        let mut total = Stats::new(
+            "evented",
+            0,
+            [0; KIND_COUNT],
+            0,
+            0,
+            events_published,
+            process,
+        );
+        for w in &workers {
+            let (c, t) = (&w.connections, &mut total.connections);
+            t.http += c.http;
+            t.sse += c.sse;
+            t.stream += c.stream;
+            t.ws += c.ws;
+            t.poll += c.poll;
+            total.threads += w.threads;
+            total.rss_bytes += w.rss_bytes;
+            total.fds += w.fds;
+            total.accepted += w.accepted;
+            total.rejected += w.rejected;
+        }
+        total.workers = workers;
+        total
     }
 
     pub fn to_json(&self) -> Vec<u8> {

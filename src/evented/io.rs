@@ -10,6 +10,7 @@ use mio::{Interest, Token};
 use crate::app::hub::{Hub, Kind};
 use crate::app::session::{Action, Ctx, Session};
 use crate::sys;
+use crate::workers::wire::Msg;
 
 use super::Server;
 
@@ -81,12 +82,19 @@ impl Server {
             }
             Action::Unsubscribe(kind) => self.unsubscribe(key, kind),
             Action::Publish(text) => {
+                if let Some(up) = &mut self.upstream {
+                    let text = text.into_bytes();
+                    return up.ask(key, |req| Msg::Publish { req, text });
+                }
                 let subscribers = self.subs.total() as u64;
                 let seq = self.hub.publish_message(&text, sys::now_ns()).seq;
                 self.broadcast_started();
                 self.call(key, next, |s, cx, _| s.published(cx, seq, subscribers));
             }
             Action::Stats => {
+                if let Some(up) = &mut self.upstream {
+                    return up.ask(key, |req| Msg::StatsRequest { req });
+                }
                 let json = self.stats().to_json();
                 self.call(key, next, |s, cx, _| s.stats(cx, &json));
             }
@@ -169,6 +177,9 @@ impl Server {
     pub(super) fn close(&mut self, key: usize) {
         if let Some(kind) = self.conns.get(key).and_then(|c| c.session.subscription()) {
             self.unsubscribe(key, kind);
+        }
+        if let Some(up) = &mut self.upstream {
+            up.forget(key);
         }
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.sock);

@@ -14,6 +14,7 @@ mod fanout;
 mod io;
 mod subscribers;
 mod time;
+mod upstream;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -30,58 +31,92 @@ use crate::app::stats::Stats;
 use crate::sys;
 use crate::timers::Deadlines;
 
+use accept::Listening;
 use conn::Conn;
 use subscribers::Subscribers;
+use upstream::Upstream;
+
+pub use upstream::WorkerSpec;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+const UPSTREAM: Token = Token(usize::MAX - 3);
 
 /// Serves `cfg` until SIGINT or SIGTERM. `ready` is called with the bound address once the
 /// listener accepts connections.
 pub fn serve(cfg: ServerConfig, ready: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
-    let std_listener = sys::listen(cfg.listen, cfg.backlog, cfg.reuse_port)?;
-    std_listener.set_nonblocking(true)?;
-    let addr = std_listener.local_addr()?;
-    let mut listener = TcpListener::from_std(std_listener);
-    let poll = Poll::new()?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let signals = sys::signal_pipe()?;
-    signals.set_nonblocking(true)?;
-    let mut signals = UnixStream::from_std(signals);
-    poll.registry()
-        .register(&mut signals, SIGNALS, Interest::READABLE)?;
-
-    let mut server = Server {
-        poll,
-        listener: Some(listener),
-        signals,
-        conns: Slab::new(),
-        hub: Hub::new(cfg.retain, cfg.retain_bytes),
-        subs: Subscribers::default(),
-        timers: Deadlines::default(),
-        actions: Vec::new(),
-        scratch: vec![0; io::READ_CHUNK],
-        epoch: Instant::now(),
-        now: 0,
-        accepted: 0,
-        rejected: 0,
-        next_tick: cfg.tick_ms,
-        last_broadcast: 0,
-        accept_pending: true,
-        accept_retry_at: 0,
-        fd_starved: false,
-        shutdown_at: None,
-        resume: Vec::new(),
-        cfg,
-    };
+    let listener = sys::listen(cfg.listen, cfg.backlog, cfg.reuse_port)?;
+    let addr = listener.local_addr()?;
+    let mut server = Server::new(cfg, listener, false, None)?;
     ready(addr);
     server.run()
 }
 
+/// Serves as worker `spec.index` of `serve --workers N`: the supervisor's listening socket and
+/// event stream, until SIGTERM or the supervisor goes away.
+pub fn serve_worker(mut cfg: ServerConfig, spec: WorkerSpec) -> std::io::Result<()> {
+    // The supervisor keeps the one clock; its ticks arrive with the other events.
+    cfg.tick_ms = 0;
+    let (listener, upstream, history) = upstream::connect(&spec)?;
+    let exclusive = !cfg.reuse_port;
+    let mut server = Server::new(cfg, listener, exclusive, Some(upstream))?;
+    for event in history {
+        server.hub.insert(event);
+    }
+    server.upstream_started();
+    server.run()
+}
+
+impl Server {
+    fn new(
+        cfg: ServerConfig,
+        listener: std::net::TcpListener,
+        exclusive: bool,
+        upstream: Option<Upstream>,
+    ) -> std::io::Result<Server> {
+        listener.set_nonblocking(true)?;
+        let mut listener = Listening::new(TcpListener::from_std(listener), exclusive);
+        let poll = Poll::new()?;
+        listener.arm(&poll)?;
+        let signals = sys::signal_pipe()?;
+        signals.set_nonblocking(true)?;
+        let mut signals = UnixStream::from_std(signals);
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let mut upstream = upstream;
+        if let Some(up) = &mut upstream {
+            up.register(&poll)?;
+        }
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            signals,
+            conns: Slab::new(),
+            hub: Hub::new(cfg.retain, cfg.retain_bytes),
+            subs: Subscribers::default(),
+            timers: Deadlines::default(),
+            actions: Vec::new(),
+            scratch: vec![0; io::READ_CHUNK],
+            epoch: Instant::now(),
+            now: 0,
+            accepted: 0,
+            rejected: 0,
+            next_tick: cfg.tick_ms,
+            last_broadcast: 0,
+            accept_pending: true,
+            accept_retry_at: 0,
+            fd_starved: false,
+            shutdown_at: None,
+            resume: Vec::new(),
+            upstream,
+            cfg,
+        })
+    }
+}
+
 struct Server {
     poll: Poll,
-    listener: Option<TcpListener>,
+    listener: Option<Listening>,
     signals: UnixStream,
     conns: Slab<Conn>,
     hub: Hub,
@@ -106,6 +141,9 @@ struct Server {
     shutdown_at: Option<u64>,
     /// Connections that may have more input and should be read again this turn.
     resume: Vec<usize>,
+    /// With `--workers`: the line to the supervisor, which numbers the events and answers for
+    /// the whole server.
+    upstream: Option<Upstream>,
 }
 
 impl Server {
@@ -124,6 +162,7 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept_pending = true,
                     SIGNALS => self.begin_shutdown(),
+                    UPSTREAM => self.upstream_event(),
                     Token(key) => {
                         if event.is_writable() || event.is_error() {
                             self.flush(key);
@@ -176,7 +215,7 @@ impl Server {
     }
 
     fn stats(&self) -> Stats {
-        Stats::new(
+        let mut stats = Stats::new(
             "evented",
             self.conns.len() as u64,
             KINDS.map(|k| self.subs.count(k) as u64),
@@ -184,7 +223,9 @@ impl Server {
             self.rejected,
             self.hub.last_seq(),
             sys::read_proc(None).unwrap_or_default(),
-        )
+        );
+        stats.worker = self.upstream.as_ref().map(|up| up.index);
+        stats
     }
 
     /// SIGINT/SIGTERM: stop accepting, let every session say goodbye, give them a moment.
@@ -195,8 +236,8 @@ impl Server {
             return;
         }
         self.shutdown_at = Some(self.now + SHUTDOWN_GRACE_MS);
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
+        if let Some(mut listening) = self.listener.take() {
+            listening.disarm(&self.poll);
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {

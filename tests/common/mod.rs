@@ -46,6 +46,13 @@ impl Server {
         Server::spawn(cmd)
     }
 
+    /// `start`, with the server's stderr written to the file `log`.
+    pub fn start_logged(args: &[&str], log: &std::path::Path) -> Server {
+        let mut cmd = Server::command(args);
+        cmd.stderr(std::fs::File::create(log).expect("create the server log"));
+        Server::spawn(cmd)
+    }
+
     fn command(args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_c10k"));
         cmd.arg("serve")
