@@ -238,15 +238,19 @@ fn state(pid: i32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
-fn wait_state(pid: i32, want: char) {
+/// Waits until `done` holds, failing the test with `what` after `IO_TIMEOUT`.
+fn eventually(what: &str, done: impl Fn() -> bool) {
     let deadline = Instant::now() + IO_TIMEOUT;
-    while state(pid) != Some(want) {
-        assert!(
-            Instant::now() < deadline,
-            "process {pid} never reached state {want}"
-        );
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+fn wait_state(pid: i32, want: char) {
+    eventually(&format!("process {pid} never reached state {want}"), || {
+        state(pid) == Some(want)
+    });
 }
 
 /// Whether process `pid` is gone (or a zombie waiting to be reaped: it holds nothing).
@@ -255,14 +259,9 @@ fn gone(pid: i32) -> bool {
 }
 
 fn wait_gone(pids: &[(u64, i32)], what: &str) {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while !pids.iter().all(|&(_, p)| gone(p)) {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: a worker is still running"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(&format!("{what}: a worker is still running"), || {
+        pids.iter().all(|&(_, p)| gone(p))
+    });
 }
 
 #[test]

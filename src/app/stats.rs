@@ -19,6 +19,17 @@ pub struct Connections {
     pub poll: u64,
 }
 
+impl Connections {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Connections) {
+        self.http += other.http;
+        self.sse += other.sse;
+        self.stream += other.stream;
+        self.ws += other.ws;
+        self.poll += other.poll;
+    }
+}
+
 /// What `GET /stats` answers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
@@ -90,12 +101,7 @@ impl Stats {
             process,
         );
         for w in &workers {
-            let (c, t) = (&w.connections, &mut total.connections);
-            t.http += c.http;
-            t.sse += c.sse;
-            t.stream += c.stream;
-            t.ws += c.ws;
-            t.poll += c.poll;
+            total.connections.add(&w.connections);
             total.threads += w.threads;
             total.rss_bytes += w.rss_bytes;
             total.fds += w.fds;

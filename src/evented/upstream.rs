@@ -90,12 +90,7 @@ pub(super) fn connect(
         decoder.feed(&buf[..n]);
         while let Some(msg) = decoder.next_msg().map_err(io::Error::other)? {
             match msg {
-                Msg::Event {
-                    seq,
-                    sent_ns,
-                    name,
-                    line,
-                } => history.push(Arc::new(Event::received(seq, name, sent_ns, line.into()))),
+                Msg::Event(event) => history.push(event),
                 Msg::Start => break 'handshake,
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
@@ -189,15 +184,9 @@ impl Server {
 
     fn on_supervisor_msg(&mut self, msg: Msg) {
         match msg {
-            Msg::Event {
-                seq,
-                sent_ns,
-                name,
-                line,
-            } => {
-                let event = Event::received(seq, name, sent_ns, line.into());
-                let is_message = event.name() == "message";
-                self.hub.insert(Arc::new(event));
+            Msg::Event(event) => {
+                let (seq, is_message) = (event.seq, event.name() == "message");
+                self.hub.insert(event);
                 self.broadcast_started();
                 if is_message {
                     let subscribers = self.subs.total() as u64;

@@ -18,6 +18,7 @@ use std::ffi::OsString;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::process::Child;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::UnixStream;
@@ -203,7 +204,7 @@ impl Supervisor<'_> {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         for event in self.hub.since(0) {
-            chan.send(&event_msg(event));
+            chan.send(&Msg::Event(Arc::clone(event)));
         }
         chan.send(&Msg::Start);
         let _ = chan.flush();
@@ -312,9 +313,9 @@ impl Supervisor<'_> {
     }
 
     /// Sends `event` to every worker, one encoding for all; returns who got it.
-    fn broadcast(&mut self, event: &Event) -> Vec<usize> {
+    fn broadcast(&mut self, event: &Arc<Event>) -> Vec<usize> {
         let mut frame = Vec::with_capacity(event.line().len() + 32);
-        event_msg(event).encode(&mut frame);
+        Msg::Event(Arc::clone(event)).encode(&mut frame);
         let mut sent = Vec::new();
         for (i, w) in self.workers.iter_mut().enumerate() {
             if let Some(w) = w {
@@ -327,23 +328,19 @@ impl Supervisor<'_> {
 
     /// Answers every publish and query that has heard from all its workers.
     fn settle(&mut self) {
-        let mut i = 0;
-        while i < self.publishes.len() {
-            if self.publishes[i].waiting.is_empty() {
-                let p = self.publishes.swap_remove(i);
-                self.answer_publish(p);
-            } else {
-                i += 1;
-            }
+        let done: Vec<Publish> = self
+            .publishes
+            .extract_if(.., |p| p.waiting.is_empty())
+            .collect();
+        for p in done {
+            self.answer_publish(p);
         }
-        let mut i = 0;
-        while i < self.queries.len() {
-            if self.queries[i].waiting.is_empty() {
-                let q = self.queries.swap_remove(i);
-                self.answer_query(q);
-            } else {
-                i += 1;
-            }
+        let done: Vec<Query> = self
+            .queries
+            .extract_if(.., |q| q.waiting.is_empty())
+            .collect();
+        for q in done {
+            self.answer_query(q);
         }
     }
 
@@ -475,15 +472,6 @@ impl Supervisor<'_> {
                 let _ = w.child.wait();
             }
         }
-    }
-}
-
-fn event_msg(event: &Event) -> Msg {
-    Msg::Event {
-        seq: event.seq,
-        sent_ns: event.sent_ns,
-        name: event.name(),
-        line: event.line().to_vec(),
     }
 }
 
