@@ -20,7 +20,13 @@ settings=(
   "kernel.pid_max|4194304|blocking model: every thread takes a pid"
   "kernel.threads-max|4194304|blocking model: threads in the whole system"
   "vm.max_map_count|1048576|blocking model: each thread stack is a mapping (plus its guard page)"
+  "net.core.netdev_max_backlog|16384|packets queued per CPU on their way in: loopback handshakes arrive in bursts during a ramp"
 )
+# Connection tracking, where it is loaded, keeps an entry per connection (both ends of a loopback
+# connection share one) and drops new packets once its table is full.
+if [ -e /proc/sys/net/netfilter/nf_conntrack_max ]; then
+  settings+=("net.netfilter.nf_conntrack_max|2097152|connection tracking is loaded: a full table drops new connections' packets (tracked now: $(cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null || echo '?'))")
+fi
 
 for entry in "${settings[@]}"; do
   IFS='|' read -r name value why <<<"$entry"
@@ -30,9 +36,14 @@ for entry in "${settings[@]}"; do
     printf '%-30s now %-14s (enough)                 %s\n' "$name" "$current" "$why"
     continue
   fi
-  printf '%-30s now %-14s proposed %-14s  %s\n' "$name" "$current" "$value" "$why"
   if $apply; then
-    sysctl -q -w "$name=$value" || echo "  could not set $name (container or missing privilege?)"
+    if sysctl -q -w "$name=$value"; then
+      printf '%-30s %s -> %-14s  %s\n' "$name" "$current" "$(sysctl -n "$name" | tr '\t' ' ')" "$why"
+    else
+      echo "$name: could not set it to $value (container or missing privilege?)"
+    fi
+  else
+    printf '%-30s now %-14s proposed %-14s  %s\n' "$name" "$current" "$value" "$why"
   fi
 done
 

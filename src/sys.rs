@@ -87,8 +87,18 @@ pub fn read_proc(pid: Option<u32>) -> io::Result<ProcReading> {
             reading.threads = v.trim().parse().unwrap_or(0);
         }
     }
-    reading.fds = std::fs::read_dir(format!("{dir}/fd")).map_or(0, |d| d.count() as u64);
+    reading.fds = open_fds(&format!("{dir}/fd"));
     Ok(reading)
+}
+
+/// The open descriptors listed in `fd_dir` (`/proc/PID/fd`). Since Linux 6.2 the directory's
+/// size is their count: listing a million descriptors instead would take the sampler most of a
+/// second and fill the dentry cache with an entry per descriptor.
+fn open_fds(fd_dir: &str) -> u64 {
+    match std::fs::metadata(fd_dir) {
+        Ok(m) if m.len() > 0 => m.len(),
+        _ => std::fs::read_dir(fd_dir).map_or(0, |d| d.count() as u64),
+    }
 }
 
 /// The processes under `pid` (children, their children, ...), from the parent ids in

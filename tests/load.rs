@@ -324,6 +324,78 @@ fn a_silent_server_times_out_and_the_run_still_ends() {
 }
 
 #[test]
+fn the_ramp_waits_for_a_server_that_does_not_answer_instead_of_overrunning_it() {
+    // Handshakes complete into the listen backlog; no response ever comes, so each connection
+    // stays pending until its timeout.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    for split in [&[][..], &["--max-per-process", "10"][..]] {
+        let run = load(
+            addr,
+            &[
+                &[
+                    "--connections",
+                    "20",
+                    "--ramp-per-sec",
+                    "1000",
+                    "--max-connecting",
+                    "4",
+                    "--hold-s",
+                    "0",
+                    "--timeout-ms",
+                    "300",
+                    "--probe-ms",
+                    "0",
+                ],
+                split,
+            ]
+            .concat(),
+        );
+        let t = &run.report.totals;
+        assert_eq!((t.attempted, t.failed.timed_out), (20, 20), "{t:?}");
+        for second in &run.seconds {
+            assert!(second.connecting <= 4, "{second:?}");
+        }
+        // Five rounds of four pending connections, each waiting out its 300 ms: not the 20 ms
+        // the ramp asked for.
+        assert!(t.ramp_s >= 1.2, "ramp {} s", t.ramp_s);
+        assert!(run.report.duration_s >= t.ramp_s);
+        assert_eq!(run.report.max_connecting, 4);
+    }
+    drop(listener);
+}
+
+#[test]
+fn handshakes_dropped_at_a_full_accept_queue_are_reported() {
+    // A backlog of one, never accepted: the kernel drops the handshakes that do not fit.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.listen(1).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let run = load(
+        addr,
+        &[
+            "--connections",
+            "20",
+            "--ramp-per-sec",
+            "1000",
+            "--hold-s",
+            "0",
+            "--timeout-ms",
+            "300",
+            "--probe-ms",
+            "0",
+        ],
+    );
+    let t = &run.report.totals;
+    assert_eq!(t.failed.timed_out, 20, "{t:?}");
+    assert!(t.listen_drops.is_some_and(|d| d > 0), "{t:?}");
+    drop(socket);
+}
+
+#[test]
 fn json_dash_prints_the_report_after_the_progress_lines() {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use mio::event::Event;
@@ -64,6 +65,12 @@ pub struct ConnPlan {
     pub ws_send: Option<WsSend>,
     /// Time allowed for each long-poll answer.
     pub poll_timeout_ms: u64,
+    /// Connections of this process waiting for their response head at most: the ramp waits
+    /// while this many are pending, so that it never overruns the server's accept queue.
+    pub max_connecting: u64,
+    /// The ramp stops opening connections this long after the start (µs), however many are
+    /// left: a server that accepts far slower than asked cannot stretch a run without end.
+    pub ramp_limit_us: u64,
 }
 
 /// `--ws-send TEXT --ws-send-every MS`.
@@ -94,6 +101,9 @@ pub struct Conns {
     slab: Slab<Conn>,
     /// Connections attempted so far (the next one's index within this process).
     opened: u64,
+    /// When every connection of the ramp had been attempted and none was still connecting (µs
+    /// since the start), or the ramp stopped at its limit.
+    ramp_done_us: Option<u64>,
     deadlines: Deadlines,
     counts: Counts,
     events: u64,
@@ -120,6 +130,7 @@ impl Conns {
             plan,
             slab: Slab::new(),
             opened: 0,
+            ramp_done_us: None,
             deadlines: Deadlines::default(),
             counts: Counts::default(),
             events: 0,
@@ -154,7 +165,9 @@ impl Conns {
         if !self.resume.is_empty() {
             return Some(0);
         }
-        let open = (self.opened < self.plan.count).then(|| self.due_us(self.opened));
+        // While the ramp waits for pending connections, their answers wake the loop.
+        let open = (self.ramp_open() && self.counts.connecting < self.plan.max_connecting)
+            .then(|| self.due_us(self.opened).min(self.plan.ramp_limit_us));
         let deadline = self.deadlines.next();
         match (open, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -162,13 +175,37 @@ impl Conns {
         }
     }
 
-    /// Opens the connections that are due, at most a batch per call.
+    /// Whether the ramp still has connections to open.
+    fn ramp_open(&self) -> bool {
+        self.opened < self.plan.count && self.ramp_done_us.is_none()
+    }
+
+    /// Opens the connections that are due, at most a batch per call, and never more than
+    /// `max_connecting` pending at once: behind schedule, the ramp goes on at the pace the server
+    /// answers.
     pub fn open_due(&mut self, now_us: u64, registry: &Registry) {
+        if self.ramp_open() && now_us >= self.plan.ramp_limit_us {
+            self.ramp_done_us = Some(now_us);
+        }
         for _ in 0..OPEN_BATCH {
-            if self.opened >= self.plan.count || self.due_us(self.opened) > now_us {
-                return;
+            if !self.ramp_open()
+                || self.due_us(self.opened) > now_us
+                || self.counts.connecting >= self.plan.max_connecting
+            {
+                break;
             }
             self.open_one(now_us, registry);
+        }
+        self.note_ramp_done(now_us);
+    }
+
+    /// Notes the end of the ramp: every connection attempted, and every one answered or failed.
+    pub fn note_ramp_done(&mut self, now_us: u64) {
+        if self.ramp_done_us.is_none()
+            && self.opened >= self.plan.count
+            && self.counts.connecting == 0
+        {
+            self.ramp_done_us = Some(now_us);
         }
     }
 
@@ -504,6 +541,7 @@ impl Conns {
             echo_hist: record::buckets(&self.echo_hist),
             gap_hist: record::buckets(&self.gap_hist),
             first_failures: std::mem::take(&mut self.first_failures),
+            ramp_done_us: self.ramp_done_us,
         };
         self.events = 0;
         self.hist.reset();
@@ -513,12 +551,17 @@ impl Conns {
         rec
     }
 
-    /// Closes every connection (the end of the run). Connections still connecting are
-    /// abandoned; none of them counts as a failure.
-    pub fn close_all(&mut self) {
-        self.slab.clear();
+    /// Closes every connection (the end of the run), with a reset rather than a FIN: the end of
+    /// a run is not what it measures, and a reset frees both ends at once — no FIN to answer,
+    /// no `TIME_WAIT` left — which at a million connections is the difference between seconds
+    /// and most of a minute. Connections still connecting are abandoned; none of them counts as
+    /// a failure.
+    pub fn close_all(&mut self, now_us: u64) {
+        for conn in self.slab.drain() {
+            let _ = socket2::SockRef::from(&conn.sock).set_linger(Some(Duration::ZERO));
+        }
         self.deadlines.clear();
         self.resume.clear();
-        self.opened = self.plan.count;
+        self.ramp_done_us.get_or_insert(now_us);
     }
 }

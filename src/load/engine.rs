@@ -15,6 +15,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::conns::Conns;
 use super::merge::{Merger, ParentWindow};
+use super::net;
 use super::probe::{self, Probe};
 use super::procs::ChildLink;
 use super::report::Second;
@@ -26,11 +27,15 @@ const CHILD_BASE: usize = 1 << 30;
 const STOP: Token = Token(CHILD_BASE - 1);
 /// After the close, how long the parent waits for workers' last records before it stops them.
 const GRACE_US: u64 = 5_000_000;
+/// After their last records, how long workers may take to close their connections and exit.
+const TEARDOWN_LIMIT: Duration = Duration::from_secs(60);
 
 /// What only the parent has: the probe and the server sampler.
 pub struct ParentParts {
     pub probe: Option<Probe>,
     pub sampler: Option<Sampler>,
+    /// This machine's `ListenDrops` at the start, when the server is on this machine.
+    pub listen_drops_base: Option<u64>,
 }
 
 /// Which process this loop runs in.
@@ -44,16 +49,34 @@ pub enum Role {
     Worker,
 }
 
+/// When a run closes its connections, µs since the start.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    /// The close planned when the ramp keeps its pace: the ramp's planned end plus the hold.
+    pub planned_close_us: u64,
+    /// How long the connections are held once the ramp is over.
+    pub hold_us: u64,
+    /// The latest close: the ramp's limit plus the hold (a worker closes then by itself, or
+    /// sooner when its parent says so).
+    pub latest_close_us: u64,
+}
+
 /// What a parent's run leaves.
 pub struct Outcome {
     pub merger: Merger,
+    /// When the ramp was over, µs since the start.
+    pub ramp_done_us: u64,
     /// When the connections were closed, µs since the start.
     pub closed_at_us: u64,
+    /// From the close until every connection was closed (every worker process exited), µs.
+    pub teardown_us: u64,
 }
 
 pub struct Engine {
     poll: Poll,
     epoch: Instant,
+    schedule: Schedule,
+    /// The latest close, or the moment a stop was asked for.
     close_at_us: u64,
     conns: Option<Conns>,
     role: Role,
@@ -62,6 +85,7 @@ pub struct Engine {
     next_window: u64,
     closed: bool,
     grace_until_us: u64,
+    teardown_us: u64,
     scratch: Vec<u8>,
 }
 
@@ -82,11 +106,11 @@ pub fn stop_on_stdin_eof() -> io::Result<Receiver> {
 }
 
 impl Engine {
-    /// A loop for a run that starts at `start_ns` (wall clock) and closes its connections
-    /// `close_at_us` later.
+    /// A loop for a run that starts at `start_ns` (wall clock) and closes its connections as
+    /// `schedule` says.
     pub fn new(
         start_ns: u64,
-        close_at_us: u64,
+        schedule: Schedule,
         conns: Option<Conns>,
         mut role: Role,
         mut stop: Option<Receiver>,
@@ -112,7 +136,8 @@ impl Engine {
         Ok(Engine {
             poll,
             epoch: Instant::now() + wait,
-            close_at_us,
+            schedule,
+            close_at_us: schedule.latest_close_us,
             conns,
             role,
             merger: Merger::new(sources, start_ns),
@@ -120,6 +145,7 @@ impl Engine {
             next_window: 0,
             closed: false,
             grace_until_us: 0,
+            teardown_us: 0,
             scratch: vec![0; 64 * 1024],
         })
     }
@@ -135,8 +161,13 @@ impl Engine {
         self.run_loop(on_second)
             .map_err(|e| format!("the event loop failed: {e}"))?;
         Ok(Outcome {
+            ramp_done_us: self
+                .merger
+                .ramp_done_us()
+                .map_or(self.close_at_us, |at| at.min(self.close_at_us)),
             merger: self.merger,
             closed_at_us: self.close_at_us,
+            teardown_us: self.teardown_us,
         })
     }
 
@@ -190,6 +221,7 @@ impl Engine {
             }
             if let Some(conns) = &mut self.conns {
                 conns.run_resume(now);
+                conns.note_ramp_done(now);
             }
         }
         self.wind_up(on_second);
@@ -208,9 +240,10 @@ impl Engine {
                 p.tick(now, registry);
             }
         }
+        let close_at = self.close_at();
         loop {
             let end = (self.next_window + 1) * SECOND_US;
-            if now < end || end >= self.close_at_us {
+            if now < end || end >= close_at {
                 break;
             }
             self.end_window(end, false);
@@ -218,9 +251,25 @@ impl Engine {
                 conns.keepalive(now);
             }
         }
-        if now >= self.close_at_us {
+        if now >= close_at {
             self.close(now);
         }
+    }
+
+    /// When the connections close: the hold after the ramp is over, as planned if the ramp kept
+    /// its pace and later if it had to wait for the server; at the latest (or at a stop)
+    /// `close_at_us`.
+    fn close_at(&self) -> u64 {
+        let Schedule {
+            planned_close_us,
+            hold_us,
+            ..
+        } = self.schedule;
+        let after_ramp = self
+            .merger
+            .ramp_done_us()
+            .map_or(u64::MAX, |done| planned_close_us.max(done + hold_us));
+        self.close_at_us.min(after_ramp)
     }
 
     /// Ends the current window at `end_us` (µs since the start).
@@ -246,6 +295,9 @@ impl Engine {
                 let mut window = ParentWindow {
                     end_us,
                     server: parts.sampler.as_ref().and_then(Sampler::sample),
+                    listen_drops: parts
+                        .listen_drops_base
+                        .and_then(|base| Some(net::listen_drops()?.saturating_sub(base))),
                     ..ParentWindow::default()
                 };
                 if let Some(p) = &mut parts.probe {
@@ -273,8 +325,9 @@ impl Engine {
         self.closed = true;
         self.grace_until_us = now + GRACE_US;
         if let Some(conns) = &mut self.conns {
-            conns.close_all();
+            conns.close_all(now);
         }
+        self.teardown_us = self.now_us().saturating_sub(now);
         if let Role::Parent { children, .. } = &mut self.role {
             // Workers close at the same moment by themselves; after an early stop this tells
             // them to.
@@ -289,7 +342,7 @@ impl Engine {
         match &self.role {
             Role::Worker => true,
             Role::Parent { children, .. } => {
-                children.iter().all(|c| c.done) || now >= self.grace_until_us
+                children.iter().all(|c| c.done || c.reported_last()) || now >= self.grace_until_us
             }
         }
     }
@@ -298,7 +351,7 @@ impl Engine {
         if self.closed {
             return self.grace_until_us;
         }
-        let mut next = ((self.next_window + 1) * SECOND_US).min(self.close_at_us);
+        let mut next = ((self.next_window + 1) * SECOND_US).min(self.close_at());
         if let Some(conns) = &self.conns {
             if let Some(at) = conns.next_wakeup() {
                 next = next.min(at);
@@ -357,19 +410,32 @@ impl Engine {
         }
     }
 
-    /// Stops workers that did not finish in time and emits every remaining second.
+    /// Stops workers that did not report in time, emits every remaining second, and waits for
+    /// the workers to close their connections and exit.
     fn wind_up(&mut self, on_second: &mut dyn FnMut(&Second)) {
-        if let Role::Parent { children, .. } = &mut self.role {
-            let offset = usize::from(self.conns.is_some());
-            for (i, child) in children.iter_mut().enumerate() {
-                if !child.done {
-                    eprintln!("c10k load: worker {i} did not finish in time; stopping it");
-                    child.kill();
-                    self.merger.source_gone(offset + i);
-                }
+        let now = self.now_us();
+        let Role::Parent { children, .. } = &mut self.role else {
+            return;
+        };
+        let offset = usize::from(self.conns.is_some());
+        for (i, child) in children.iter_mut().enumerate() {
+            if !child.done && !child.reported_last() {
+                eprintln!(
+                    "c10k load: worker {i} did not report its last second in time; stopping it"
+                );
+                child.kill();
+                self.merger.source_gone(offset + i);
             }
         }
-        let now = self.now_us();
         self.merger.emit_ready(now, true, on_second);
+        let deadline = Instant::now() + TEARDOWN_LIMIT;
+        for (i, child) in children.iter_mut().enumerate() {
+            if !child.done {
+                child.reap_by(i, deadline);
+            }
+        }
+        let elapsed = Instant::now().saturating_duration_since(self.epoch);
+        let closed_for = (elapsed.as_micros() as u64).saturating_sub(self.close_at_us.min(now));
+        self.teardown_us = self.teardown_us.max(closed_for);
     }
 }

@@ -35,6 +35,9 @@ pub struct ParentWindow {
     /// Probe latency buckets of the window.
     pub probe_hist: Vec<(u64, u64)>,
     pub server: Option<ServerSample>,
+    /// Connections this machine's listening sockets dropped since the start (server on
+    /// loopback only).
+    pub listen_drops: Option<u64>,
     /// End of the window, µs since the start.
     pub end_us: u64,
 }
@@ -61,6 +64,8 @@ struct Source {
     done: bool,
     /// `(ms, open)` change points.
     timeline: VecDeque<(u64, u64)>,
+    /// When its ramp was over (µs since the start), once it said so.
+    ramp_done_us: Option<u64>,
 }
 
 impl Source {
@@ -173,6 +178,7 @@ impl Merger {
         }
         source.queue.push_back((rec.idx, rec.counts));
         source.reported = Some(rec.idx);
+        source.ramp_done_us = source.ramp_done_us.or(rec.ramp_done_us);
         if rec.last {
             source.done = true;
         }
@@ -194,6 +200,18 @@ impl Merger {
             return None;
         }
         pending.parent.as_ref().map(|p| p.end_us + LAG_US)
+    }
+
+    /// When the whole run's ramp was over (µs since the start), once every source's was (a
+    /// source that is gone counts as over).
+    pub fn ramp_done_us(&self) -> Option<u64> {
+        self.sources
+            .iter()
+            .try_fold(0, |latest, s| match s.ramp_done_us {
+                Some(at) => Some(latest.max(at)),
+                None if s.done => Some(latest),
+                None => None,
+            })
     }
 
     /// Whether every source sent its last record or is gone.
@@ -370,6 +388,7 @@ impl Merger {
             echoes: self.echo_window.len(),
             echo_p50_us: record::quantile(&self.echo_window, 0.5),
             echo_p99_us: record::quantile(&self.echo_window, 0.99),
+            listen_drops: parent.listen_drops,
         };
         self.settle(parent.end_us / 1000);
         self.last_parent = parent;
@@ -384,7 +403,18 @@ impl Merger {
         let delivery = self.delivery(ramp_end_ms, close_ms);
         let last = self.seconds.last().cloned().unwrap_or_default();
         let failed: Failures = last.failed;
+        let ramp_s = ramp_end_ms as f64 / 1e3;
+        let mut peak_accepted = 0;
+        let mut before = 0;
+        for sec in &self.seconds {
+            peak_accepted = peak_accepted.max(sec.established.saturating_sub(before));
+            before = sec.established;
+        }
         let totals = Totals {
+            ramp_s,
+            accepted_per_sec: (ramp_s > 0.0).then(|| last.established as f64 / ramp_s),
+            peak_accepted_per_sec: peak_accepted,
+            listen_drops: last.listen_drops,
             attempted: last.attempted,
             established: last.established,
             peak_open: self.peak_open,
@@ -463,6 +493,30 @@ mod tests {
 
     const START: u64 = 1_000_000_000_000;
 
+    #[test]
+    fn the_ramp_is_over_when_every_source_says_so() {
+        let mut m = Merger::new(3, START);
+        m.source_record(
+            0,
+            WorkerRecord {
+                ramp_done_us: Some(2_500_000),
+                ..rec(2, 5, &[], false)
+            },
+        );
+        m.source_record(1, rec(2, 5, &[], false));
+        assert_eq!(m.ramp_done_us(), None);
+        m.source_record(
+            1,
+            WorkerRecord {
+                ramp_done_us: Some(3_100_000),
+                ..rec(3, 5, &[], false)
+            },
+        );
+        assert_eq!(m.ramp_done_us(), None, "source 2 has not said");
+        m.source_gone(2);
+        assert_eq!(m.ramp_done_us(), Some(3_100_000));
+    }
+
     fn rec(idx: u64, open: u64, events: &[(u64, u64)], last: bool) -> WorkerRecord {
         WorkerRecord {
             idx,
@@ -478,6 +532,7 @@ mod tests {
             echo_hist: Vec::new(),
             gap_hist: Vec::new(),
             first_failures: Vec::new(),
+            ramp_done_us: None,
             seqs: events
                 .iter()
                 .map(|&(seq, n)| (seq, START + seq * 100_000_000, n))

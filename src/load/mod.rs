@@ -56,6 +56,14 @@ const FD_HEADROOM: u64 = 200;
 const MAX_PROCESSES: u64 = 256;
 /// The longest run accepted, ramp and hold together.
 const MAX_RUN_S: f64 = 86_400.0;
+/// Connections waiting for their response head at most, over all processes: below the contract
+/// servers' listen backlog (1024), so a ramp faster than the server accepts waits for it instead
+/// of overflowing its accept queue into dropped handshakes and connect timeouts.
+const DEFAULT_MAX_CONNECTING: u64 = 512;
+/// A ramp that has to wait for the server may take this many times its planned length (plus
+/// `RAMP_GRACE_S`) before it stops opening connections.
+const RAMP_STRETCH: f64 = 4.0;
+const RAMP_GRACE_S: f64 = 30.0;
 
 /// What each connection subscribes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -159,6 +167,10 @@ pub struct LoadArgs {
     /// Connections opened per second, evenly paced.
     #[arg(help_heading = "How many, how fast", long, default_value_t = DEFAULT_RAMP_PER_SEC)]
     pub ramp_per_sec: f64,
+    /// Connections waiting for their response head at most: the ramp slows to the server's
+    /// pace rather than overflow its accept queue (keep it below the server's listen backlog).
+    #[arg(help_heading = "How many, how fast", long, default_value_t = DEFAULT_MAX_CONNECTING)]
+    pub max_connecting: u64,
     /// Seconds to hold the connections once the ramp is over; then they are closed and the run
     /// ends.
     #[arg(help_heading = "How many, how fast", long, default_value_t = DEFAULT_HOLD_S)]
@@ -238,6 +250,7 @@ impl LoadArgs {
             timestamp_unit: TimeUnit::Auto,
             connections: DEFAULT_CONNECTIONS,
             ramp_per_sec: DEFAULT_RAMP_PER_SEC,
+            max_connecting: DEFAULT_MAX_CONNECTING,
             hold_s: DEFAULT_HOLD_S,
             probe_ms: DEFAULT_PROBE_MS,
             probe_timeout_ms: DEFAULT_PROBE_TIMEOUT_MS,
@@ -291,6 +304,8 @@ impl LoadArgs {
             self.connections.to_string(),
             "--ramp-per-sec".into(),
             self.ramp_per_sec.to_string(),
+            "--max-connecting".into(),
+            self.max_connecting.to_string(),
             "--hold-s".into(),
             self.hold_s.to_string(),
             "--probe-ms".into(),
@@ -406,10 +421,13 @@ fn validate(args: &LoadArgs) -> Result<(), String> {
     if !(args.hold_s.is_finite() && args.hold_s >= 0.0) {
         return Err("--hold-s must be zero or a positive number".into());
     }
-    if args.connections as f64 / args.ramp_per_sec + args.hold_s > MAX_RUN_S {
+    if ramp_limit_s(args) + args.hold_s > MAX_RUN_S {
         return Err(format!(
-            "the ramp and hold together must last at most {MAX_RUN_S} seconds"
+            "the ramp (which may stretch to {RAMP_STRETCH} times its length when the server is slow) and hold together must last at most {MAX_RUN_S} seconds"
         ));
+    }
+    if args.max_connecting == 0 {
+        return Err("--max-connecting must be positive".into());
     }
     if args.probe_ms > 0 && args.probe_timeout_ms == 0 {
         return Err("--probe-timeout-ms must be positive".into());
@@ -450,6 +468,16 @@ fn validate(args: &LoadArgs) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The ramp's planned length, in seconds.
+fn ramp_s(args: &LoadArgs) -> f64 {
+    args.connections as f64 / args.ramp_per_sec
+}
+
+/// How long the ramp may take when it has to wait for the server, in seconds.
+fn ramp_limit_s(args: &LoadArgs) -> f64 {
+    ramp_s(args) * RAMP_STRETCH + RAMP_GRACE_S
 }
 
 /// How a run is laid out over processes and source addresses.
@@ -586,8 +614,13 @@ fn execute(
         Err(e) => return Err(format!("could not read the open file limit: {e}")),
     };
     let layout = layout(args, fd_limit, net::per_source_capacity())?;
-    let ramp_end_us = (args.connections as f64 / args.ramp_per_sec * 1e6) as u64;
-    let close_at_us = (ramp_end_us + (args.hold_s * 1e6) as u64).max(1);
+    let hold_us = (args.hold_s * 1e6) as u64;
+    let ramp_limit_us = (ramp_limit_s(args) * 1e6) as u64;
+    let schedule = engine::Schedule {
+        planned_close_us: ((ramp_s(args) * 1e6) as u64 + hold_us).max(1),
+        hold_us,
+        latest_close_us: (ramp_limit_us + hold_us).max(1),
+    };
     let conn_plan = conns::ConnPlan {
         kind: args.kind,
         target: args.addr(),
@@ -602,6 +635,8 @@ fn execute(
             unit: args.timestamp_unit,
         },
         poll_timeout_ms: SERVER_POLL_TIMEOUT_MS + args.timeout_ms,
+        max_connecting: args.max_connecting,
+        ramp_limit_us,
         ws_send: args.ws_send.as_ref().map(|text| conns::WsSend {
             text: text.clone(),
             every_ms: args.ws_send_every_ms,
@@ -659,12 +694,20 @@ fn execute(
             )
         }),
         sampler: args.server_pid.map(sampler::Sampler::new),
+        // The kernel's count is the machine's: it says something of this server only when the
+        // server is here.
+        listen_drops_base: args
+            .addr()
+            .ip()
+            .is_loopback()
+            .then(net::listen_drops)
+            .flatten(),
     });
     let (start_ns, outcome) = if layout.workers.is_empty() {
         let start_ns = crate::sys::now_ns();
         let engine = engine::Engine::new(
             start_ns,
-            close_at_us,
+            schedule,
             Some(conns::Conns::new(conn_plan)),
             engine::Role::Parent {
                 parts: parent,
@@ -682,11 +725,16 @@ fn execute(
         };
         // Workers start together a moment from now, so their seconds line up with the parent's.
         let start_ns = crate::sys::now_ns() + 300_000_000;
-        let plans = procs::split(&conn_plan, &layout.workers, start_ns, close_at_us);
+        let plans = procs::split(
+            &conn_plan,
+            &layout.workers,
+            start_ns,
+            schedule.latest_close_us,
+        );
         let children = procs::spawn(&exe, args.addr(), &plans)?;
         let engine = engine::Engine::new(
             start_ns,
-            close_at_us,
+            schedule,
             None,
             engine::Role::Parent {
                 parts: parent,
@@ -699,7 +747,7 @@ fn execute(
     };
     let (seconds, totals) = outcome
         .merger
-        .finish(ramp_end_us / 1000, outcome.closed_at_us / 1000);
+        .finish(outcome.ramp_done_us / 1000, outcome.closed_at_us / 1000);
     Ok(Report {
         target: args.url.clone().unwrap_or_else(|| args.addr().to_string()),
         kind: args.kind.name().to_string(),
@@ -708,8 +756,10 @@ fn execute(
         hold_s: args.hold_s,
         processes,
         source_addrs: layout.sources.len().max(1) as u64,
+        max_connecting: args.max_connecting,
         started_unix_ns: start_ns,
         duration_s: outcome.closed_at_us as f64 / 1e6,
+        teardown_s: outcome.teardown_us as f64 / 1e6,
         seconds,
         totals,
     })

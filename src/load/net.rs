@@ -147,9 +147,39 @@ pub fn loopback_sources(count: u64) -> Vec<Ipv4Addr> {
 /// The most source addresses `loopback_sources` may hand out (127.0.0.2 up to 127.255.255.254).
 pub const MAX_SOURCES: u64 = (1 << 24) - 3;
 
+/// This machine's count of connections its listening sockets dropped since boot (`ListenDrops`
+/// in `/proc/net/netstat`: a handshake completed into a full accept queue, above all), or `None`
+/// where it cannot be read.
+pub fn listen_drops() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    netstat_field(&text, "TcpExt", "ListenDrops")
+}
+
+/// Field `name` of the `group` lines of a `/proc/net/netstat` text: a line of names, then a line
+/// of values.
+fn netstat_field(text: &str, group: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let i = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn netstat_fields_are_found_by_name() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 12 15\nIpExt: InNoRoutes\nIpExt: 3\n";
+        assert_eq!(netstat_field(text, "TcpExt", "ListenDrops"), Some(15));
+        assert_eq!(netstat_field(text, "IpExt", "InNoRoutes"), Some(3));
+        assert_eq!(netstat_field(text, "TcpExt", "Missing"), None);
+        assert!(
+            listen_drops().is_some(),
+            "/proc/net/netstat has ListenDrops"
+        );
+    }
 
     #[test]
     fn causes_from_errors() {

@@ -24,12 +24,13 @@ pub struct WorkerPlan {
     pub conns: ConnPlan,
     /// The run's common start, wall clock (Unix epoch ns).
     pub start_ns: u64,
-    /// When to close the connections, µs after the start.
+    /// When to close the connections at the latest, µs after the start (the parent says when
+    /// sooner, by closing the worker's stdin).
     pub close_at_us: u64,
 }
 
-/// One plan per worker: `counts[i]` connections each, the ramp rate shared in proportion, and
-/// consecutive connection indexes (which pick source addresses) so that together they are the
+/// One plan per worker: `counts[i]` connections each, the ramp rate and the connections
+/// pending at once shared in proportion, and consecutive connection indexes (which pick source addresses) so that together they are the
 /// same run as `whole`.
 pub fn split(whole: &ConnPlan, counts: &[u64], start_ns: u64, close_at_us: u64) -> Vec<WorkerPlan> {
     let total = counts.iter().sum::<u64>().max(1) as f64;
@@ -41,6 +42,8 @@ pub fn split(whole: &ConnPlan, counts: &[u64], start_ns: u64, close_at_us: u64) 
                 conns: ConnPlan {
                     count,
                     rate: whole.rate * count as f64 / total,
+                    max_connecting: (whole.max_connecting as f64 * count as f64 / total).ceil()
+                        as u64,
                     first_index,
                     ..whole.clone()
                 },
@@ -113,6 +116,38 @@ impl ChildLink {
         }
         self.buf.drain(..start);
         (records, ended)
+    }
+
+    /// Whether the worker sent its last record: everything it had to say is in.
+    pub fn reported_last(&self) -> bool {
+        self.last_seen
+    }
+
+    /// Waits until `deadline` for the worker to exit (it closes its connections first), reaps
+    /// it, and says so if it ended badly; past the deadline, stops it. Whether it exited by
+    /// itself.
+    pub fn reap_by(&mut self, index: usize, deadline: std::time::Instant) -> bool {
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => {
+                    self.finish(index);
+                    return true;
+                }
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Ok(None) => {
+                    eprintln!("c10k load: worker {index} did not exit in time; stopping it");
+                    self.kill();
+                    return false;
+                }
+                Err(e) => {
+                    eprintln!("c10k load: could not reap worker {index}: {e}");
+                    self.kill();
+                    return false;
+                }
+            }
+        }
     }
 
     /// The worker's stdout ended: reap it, and say so if it ended badly.
@@ -212,6 +247,8 @@ mod tests {
             timestamp: Default::default(),
             poll_timeout_ms: 1,
             ws_send: None,
+            max_connecting: 30,
+            ramp_limit_us: 9,
         };
         let plans = split(&whole, &[10, 10, 10], 5, 7);
         assert_eq!(plans.len(), 3);
@@ -224,7 +261,7 @@ mod tests {
         );
         assert!(plans
             .iter()
-            .all(|p| p.conns.rate == 100.0 && p.close_at_us == 7));
+            .all(|p| p.conns.rate == 100.0 && p.conns.max_connecting == 10 && p.close_at_us == 7));
         let json = serde_json::to_string(&plans[1]).unwrap();
         assert_eq!(serde_json::from_str::<WorkerPlan>(&json).unwrap(), plans[1]);
     }

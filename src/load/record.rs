@@ -95,6 +95,10 @@ pub struct WorkerRecord {
     /// `(ms since the start, open connections)` whenever the number changed, at 10 ms
     /// resolution: who could have received an event published at a given time.
     pub timeline: Vec<(u64, u64)>,
+    /// When this process's ramp was over (µs since the start): every connection attempted and
+    /// answered or failed, or the ramp stopped at its limit.
+    #[serde(default)]
+    pub ramp_done_us: Option<u64>,
 }
 
 #[cfg(test)]
@@ -139,6 +143,7 @@ mod tests {
             gap_hist: vec![(1_000_000, 3)],
             first_failures: vec![("http_error".into(), "HTTP/1.1 401 Unauthorized".into())],
             timeline: vec![(3_010, 9)],
+            ramp_done_us: Some(2_500_000),
         };
         let line = serde_json::to_string(&r).unwrap();
         assert!(!line.contains('\n'));

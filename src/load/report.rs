@@ -165,6 +165,10 @@ pub struct Second {
     pub echo_p50_us: Option<u64>,
     #[serde(default)]
     pub echo_p99_us: Option<u64>,
+    /// Cumulative: connections this machine's listening sockets dropped since the start
+    /// (`ListenDrops`: a full accept queue, above all); only when the server is on loopback.
+    #[serde(default)]
+    pub listen_drops: Option<u64>,
 }
 
 /// How completely broadcast events reached the connections.
@@ -188,6 +192,19 @@ pub struct Delivery {
 /// Totals over the whole run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
+    /// From the start until every connection was attempted and answered or failed, seconds.
+    #[serde(default)]
+    pub ramp_s: f64,
+    /// Connections established per second of the ramp: the rate the server really accepted at.
+    #[serde(default)]
+    pub accepted_per_sec: Option<f64>,
+    /// The most connections established in one second.
+    #[serde(default)]
+    pub peak_accepted_per_sec: u64,
+    /// Connections this machine's listening sockets dropped during the run (server on loopback
+    /// only).
+    #[serde(default)]
+    pub listen_drops: Option<u64>,
     pub attempted: u64,
     pub established: u64,
     /// The most connections open at the end of any second.
@@ -255,10 +272,17 @@ pub struct Report {
     pub processes: u64,
     /// Loopback source addresses the connections were spread over (1 when left to the kernel).
     pub source_addrs: u64,
+    /// Connections allowed to wait for their response head at once (`--max-connecting`).
+    #[serde(default)]
+    pub max_connecting: u64,
     /// Wall clock at the start of the run, Unix epoch nanoseconds.
     pub started_unix_ns: u64,
     /// From the start until the connections were closed, in seconds.
     pub duration_s: f64,
+    /// From the close until every connection was closed and every worker process exited, in
+    /// seconds.
+    #[serde(default)]
+    pub teardown_s: f64,
     pub seconds: Vec<Second>,
     pub totals: Totals,
 }
@@ -303,6 +327,9 @@ impl Second {
         if self.probe_errors > 0 {
             let _ = write!(s, " err={}", self.probe_errors);
         }
+        if let Some(drops) = self.listen_drops.filter(|&d| d > 0) {
+            let _ = write!(s, " listen-drops={drops}");
+        }
         if let Some(srv) = &self.server {
             let _ = write!(
                 s,
@@ -341,13 +368,44 @@ impl Report {
             t.established,
             self.connections,
         );
-        let _ = write!(s, ", peak open {}, failed {}", t.peak_open, t.failed_total);
+        let _ = write!(
+            s,
+            ", peak open {}, failed {}; closed in {:.1}s",
+            t.peak_open, t.failed_total, self.teardown_s
+        );
         let causes = t.failed.nonzero();
         if !causes.is_empty() {
             let _ = write!(s, " ({causes})");
         }
         for (cause, why) in &t.first_failures {
             let _ = write!(s, "\n  first {cause}: {why}");
+        }
+        if let Some(rate) = t.accepted_per_sec {
+            let planned_s = self.connections as f64 / self.ramp_per_sec;
+            let _ = write!(
+                s,
+                "\nramp {:.1}s (planned {planned_s:.1}s at {}/s): the server accepted {rate:.0}/s, at most {} in a second",
+                t.ramp_s, self.ramp_per_sec, t.peak_accepted_per_sec
+            );
+            if t.attempted < self.connections {
+                let _ = write!(
+                    s,
+                    "; the ramp stopped at its time limit with {} connections not attempted",
+                    self.connections - t.attempted
+                );
+            } else if t.ramp_s > planned_s + 1.0 {
+                let _ = write!(
+                    s,
+                    " (slower than asked: it waited while {} connections awaited an answer)",
+                    self.max_connecting
+                );
+            }
+        }
+        if let Some(drops) = t.listen_drops.filter(|&d| d > 0) {
+            let _ = write!(
+                s,
+                "\n  warning: this machine's listening sockets dropped {drops} connections during the run (ListenDrops): a full accept queue; lower --max-connecting or raise the server's backlog"
+            );
         }
         let _ = write!(
             s,

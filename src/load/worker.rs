@@ -2,7 +2,7 @@
 //! holding its share of the connections, reporting each second to its parent on stdout.
 
 use super::conns::Conns;
-use super::engine::{self, Engine, Role};
+use super::engine::{self, Engine, Role, Schedule};
 use super::procs::WorkerPlan;
 
 /// `c10k load --worker-plan JSON`: hold this process's share of the connections.
@@ -20,7 +20,11 @@ pub fn worker_main(plan_json: &str) -> Result<(), String> {
     );
     let engine = Engine::new(
         plan.start_ns,
-        plan.close_at_us,
+        Schedule {
+            planned_close_us: plan.close_at_us,
+            hold_us: 0,
+            latest_close_us: plan.close_at_us,
+        },
         Some(Conns::new(plan.conns)),
         Role::Worker,
         Some(stop),
