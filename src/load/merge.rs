@@ -104,6 +104,8 @@ pub struct Merger {
     probe_window: Histogram<u64>,
     event_total: Histogram<u64>,
     probe_total: Histogram<u64>,
+    /// Probes of the windows that began once the ramp was over: the server holding them all.
+    probe_held: Histogram<u64>,
     echo_window: Histogram<u64>,
     echo_total: Histogram<u64>,
     gap_total: Histogram<u64>,
@@ -131,6 +133,7 @@ impl Merger {
             probe_window: record::new_hist(),
             event_total: record::new_hist(),
             probe_total: record::new_hist(),
+            probe_held: record::new_hist(),
             echo_window: record::new_hist(),
             echo_total: record::new_hist(),
             gap_total: record::new_hist(),
@@ -346,6 +349,15 @@ impl Merger {
         self.probe_window.reset();
         record::add_buckets(&mut self.probe_window, &parent.probe_hist);
         let _ = self.probe_total.add(&self.probe_window);
+        // Every source's record of this window is in, so a ramp that ended by its start is
+        // known.
+        let window_start_us = parent.end_us.saturating_sub(1_000_000);
+        if self
+            .ramp_done_us()
+            .is_some_and(|done| done <= window_start_us)
+        {
+            let _ = self.probe_held.add(&self.probe_window);
+        }
         self.echo_window.reset();
         record::add_buckets(&mut self.echo_window, &pending.echo_hist);
         let _ = self.echo_total.add(&self.echo_window);
@@ -434,6 +446,10 @@ impl Merger {
             probe_p99_us: record::quantile(&self.probe_total, 0.99),
             probe_p999_us: record::quantile(&self.probe_total, 0.999),
             probe_max_us: record::max(&self.probe_total),
+            held_probes: self.probe_held.len(),
+            held_probe_p50_us: record::quantile(&self.probe_held, 0.5),
+            held_probe_p99_us: record::quantile(&self.probe_held, 0.99),
+            held_probe_max_us: record::max(&self.probe_held),
             held_at_first_probe_timeout: self.held_at_first_probe_timeout,
             server_peak: self.server_peak,
             echoes: self.echo_total.len(),
@@ -515,6 +531,32 @@ mod tests {
         assert_eq!(m.ramp_done_us(), None, "source 2 has not said");
         m.source_gone(2);
         assert_eq!(m.ramp_done_us(), Some(3_100_000));
+    }
+
+    #[test]
+    fn probes_while_held_are_those_of_the_seconds_after_the_ramp() {
+        let mut m = Merger::new(1, START);
+        let mut out = |_: &Second| {};
+        for idx in 0..4 {
+            m.source_record(
+                0,
+                WorkerRecord {
+                    ramp_done_us: (idx >= 1).then_some(1_500_000),
+                    ..rec(idx, 5, &[], idx == 3)
+                },
+            );
+            let window = ParentWindow {
+                probe_hist: vec![(100 * (idx + 1), 1)],
+                ..parent(idx, 0)
+            };
+            m.parent_window(idx, window, idx == 3);
+            m.emit_ready((idx + 1) * 1_000_000, false, &mut out);
+        }
+        let (_, t) = m.finish(1_500, 4_000);
+        // Windows 2 and 3 began after the ramp ended at 1.5 s.
+        assert_eq!(t.held_probes, 2);
+        assert_eq!(t.held_probe_max_us, Some(400));
+        assert_eq!(t.held_probe_p50_us, Some(300));
     }
 
     fn rec(idx: u64, open: u64, events: &[(u64, u64)], last: bool) -> WorkerRecord {

@@ -227,6 +227,16 @@ pub struct Totals {
     pub probe_p99_us: Option<u64>,
     pub probe_p999_us: Option<u64>,
     pub probe_max_us: Option<u64>,
+    /// Probes answered in the seconds after the ramp was over, while the server held every
+    /// connection it got, and their latency.
+    #[serde(default)]
+    pub held_probes: u64,
+    #[serde(default)]
+    pub held_probe_p50_us: Option<u64>,
+    #[serde(default)]
+    pub held_probe_p99_us: Option<u64>,
+    #[serde(default)]
+    pub held_probe_max_us: Option<u64>,
     /// Connections open when the first probe that timed out was sent (see [`Second`]).
     #[serde(default)]
     pub held_at_first_probe_timeout: Option<u64>,
@@ -464,6 +474,16 @@ impl Report {
             fmt_us(t.probe_p999_us),
             fmt_us(t.probe_max_us)
         );
+        if t.held_probes > 0 {
+            let _ = write!(
+                s,
+                "\n  after the ramp, while every connection was held: {} answered, p50 {} p99 {} max {}",
+                t.held_probes,
+                fmt_us(t.held_probe_p50_us),
+                fmt_us(t.held_probe_p99_us),
+                fmt_us(t.held_probe_max_us)
+            );
+        }
         if t.echoes > 0 {
             let _ = write!(
                 s,
