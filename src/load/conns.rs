@@ -553,9 +553,8 @@ impl Conns {
 
     /// Closes every connection (the end of the run), with a reset rather than a FIN: the end of
     /// a run is not what it measures, and a reset frees both ends at once — no FIN to answer,
-    /// no `TIME_WAIT` left — which at a million connections is the difference between seconds
-    /// and most of a minute. Connections still connecting are abandoned; none of them counts as
-    /// a failure.
+    /// no `TIME_WAIT` left — in about two thirds of the time (notes/workers.md). Connections
+    /// still connecting are abandoned; none of them counts as a failure.
     pub fn close_all(&mut self, now_us: u64) {
         for conn in self.slab.drain() {
             let _ = socket2::SockRef::from(&conn.sock).set_linger(Some(Duration::ZERO));
