@@ -323,6 +323,20 @@ fn a_silent_server_times_out_and_the_run_still_ends() {
     drop(listener);
 }
 
+/// Twenty connections asked for at once from a server that never answers, each given 300 ms.
+const UNANSWERED: &[&str] = &[
+    "--connections",
+    "20",
+    "--ramp-per-sec",
+    "1000",
+    "--hold-s",
+    "0",
+    "--timeout-ms",
+    "300",
+    "--probe-ms",
+    "0",
+];
+
 #[test]
 fn the_ramp_waits_for_a_server_that_does_not_answer_instead_of_overrunning_it() {
     // Handshakes complete into the listen backlog; no response ever comes, so each connection
@@ -332,24 +346,7 @@ fn the_ramp_waits_for_a_server_that_does_not_answer_instead_of_overrunning_it() 
     for split in [&[][..], &["--max-per-process", "10"][..]] {
         let run = load(
             addr,
-            &[
-                &[
-                    "--connections",
-                    "20",
-                    "--ramp-per-sec",
-                    "1000",
-                    "--max-connecting",
-                    "4",
-                    "--hold-s",
-                    "0",
-                    "--timeout-ms",
-                    "300",
-                    "--probe-ms",
-                    "0",
-                ],
-                split,
-            ]
-            .concat(),
+            &[UNANSWERED, &["--max-connecting", "4"], split].concat(),
         );
         let t = &run.report.totals;
         assert_eq!((t.attempted, t.failed.timed_out), (20, 20), "{t:?}");
@@ -374,21 +371,7 @@ fn handshakes_dropped_at_a_full_accept_queue_are_reported() {
         .unwrap();
     socket.listen(1).unwrap();
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
-    let run = load(
-        addr,
-        &[
-            "--connections",
-            "20",
-            "--ramp-per-sec",
-            "1000",
-            "--hold-s",
-            "0",
-            "--timeout-ms",
-            "300",
-            "--probe-ms",
-            "0",
-        ],
-    );
+    let run = load(addr, UNANSWERED);
     let t = &run.report.totals;
     assert_eq!(t.failed.timed_out, 20, "{t:?}");
     assert!(t.listen_drops.is_some_and(|d| d > 0), "{t:?}");

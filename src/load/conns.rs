@@ -166,7 +166,8 @@ impl Conns {
             return Some(0);
         }
         // While the ramp waits for pending connections, their answers wake the loop.
-        let open = (self.ramp_open() && self.counts.connecting < self.plan.max_connecting)
+        let open = self
+            .may_open()
             .then(|| self.due_us(self.opened).min(self.plan.ramp_limit_us));
         let deadline = self.deadlines.next();
         match (open, deadline) {
@@ -175,28 +176,30 @@ impl Conns {
         }
     }
 
-    /// Whether the ramp still has connections to open.
-    fn ramp_open(&self) -> bool {
-        self.opened < self.plan.count && self.ramp_done_us.is_none()
+    /// Whether the ramp may open its next connection once it is due: it has connections left,
+    /// and fewer than `max_connecting` wait for an answer.
+    fn may_open(&self) -> bool {
+        self.opened < self.plan.count
+            && self.ramp_done_us.is_none()
+            && self.counts.connecting < self.plan.max_connecting
     }
 
     /// Opens the connections that are due, at most a batch per call, and never more than
     /// `max_connecting` pending at once: behind schedule, the ramp goes on at the pace the server
     /// answers.
     pub fn open_due(&mut self, now_us: u64, registry: &Registry) {
-        if self.ramp_open() && now_us >= self.plan.ramp_limit_us {
+        if self.ramp_done_us.is_none()
+            && self.opened < self.plan.count
+            && now_us >= self.plan.ramp_limit_us
+        {
             self.ramp_done_us = Some(now_us);
         }
         for _ in 0..OPEN_BATCH {
-            if !self.ramp_open()
-                || self.due_us(self.opened) > now_us
-                || self.counts.connecting >= self.plan.max_connecting
-            {
-                break;
+            if !self.may_open() || self.due_us(self.opened) > now_us {
+                return;
             }
             self.open_one(now_us, registry);
         }
-        self.note_ramp_done(now_us);
     }
 
     /// Notes the end of the ramp: every connection attempted, and every one answered or failed.

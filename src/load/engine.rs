@@ -327,7 +327,6 @@ impl Engine {
         if let Some(conns) = &mut self.conns {
             conns.close_all(now);
         }
-        self.teardown_us = self.now_us().saturating_sub(now);
         if let Role::Parent { children, .. } = &mut self.role {
             // Workers close at the same moment by themselves; after an early stop this tells
             // them to.
@@ -434,8 +433,6 @@ impl Engine {
                 child.reap_by(i, deadline);
             }
         }
-        let elapsed = Instant::now().saturating_duration_since(self.epoch);
-        let closed_for = (elapsed.as_micros() as u64).saturating_sub(self.close_at_us.min(now));
-        self.teardown_us = self.teardown_us.max(closed_for);
+        self.teardown_us = self.now_us().saturating_sub(self.close_at_us);
     }
 }
