@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use plotters::coord::ranged1d::ValueFormatter;
-use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 /// One line on a panel.
@@ -49,6 +48,17 @@ pub fn probe_panel(probe_ms: u64, series: Vec<Series>) -> Panel {
 
 /// Draws `panels` one above the other, sharing the x axis described by `x_label`.
 pub fn draw(path: &Path, title: &str, x_label: &str, panels: &[Panel]) -> Result<(), String> {
+    draw_with_x(path, title, x_label, false, panels)
+}
+
+/// [`draw`], with a logarithmic x axis when `log_x` (for counts that grow by factors).
+pub fn draw_with_x(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    log_x: bool,
+    panels: &[Panel],
+) -> Result<(), String> {
     // A lone panel gets a little more room than one of a stack.
     let height = match panels.len() {
         1 => 420,
@@ -59,23 +69,40 @@ pub fn draw(path: &Path, title: &str, x_label: &str, panels: &[Panel]) -> Result
     let root = root
         .titled(title, ("sans-serif", 22))
         .map_err(|e| e.to_string())?;
-    let t_max = panels
-        .iter()
-        .flat_map(|p| &p.series)
-        .flat_map(|s| &s.points)
-        .map(|p| p.0)
-        .fold(1.0, f64::max);
+    let xs = || {
+        panels
+            .iter()
+            .flat_map(|p| &p.series)
+            .flat_map(|s| &s.points)
+            .map(|p| p.0)
+    };
+    let x_max = xs().fold(1.0, f64::max);
+    let x = if log_x {
+        // A factor of room on each side, as on a log y axis.
+        let x_min = xs().filter(|&x| x > 0.0).fold(x_max, f64::min);
+        XAxis::Log(x_min / 1.5, x_max * 1.5)
+    } else {
+        XAxis::Linear(x_max)
+    };
     for (area, panel) in root.split_evenly((panels.len(), 1)).iter().zip(panels) {
-        draw_panel(area, panel, x_label, t_max).map_err(|e| e.to_string())?;
+        draw_panel(area, panel, x_label, x).map_err(|e| e.to_string())?;
     }
     root.present().map_err(|e| e.to_string())
+}
+
+#[derive(Clone, Copy)]
+enum XAxis {
+    /// From 0 to the value.
+    Linear(f64),
+    /// From the first value to the second, logarithmic.
+    Log(f64, f64),
 }
 
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     panel: &Panel,
     x_label: &str,
-    t_max: f64,
+    x: XAxis,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let y_max = panel
         .series
@@ -91,23 +118,36 @@ fn draw_panel<DB: DrawingBackend>(
         .margin(8)
         .x_label_area_size(30)
         .y_label_area_size(70);
-    if panel.log_y {
-        let chart = builder.build_cartesian_2d(0f64..t_max, (panel.y_min..y_max).log_scale())?;
-        draw_chart(chart, panel, x_label)
-    } else {
-        let chart = builder.build_cartesian_2d(0f64..t_max, panel.y_min..y_max)?;
-        draw_chart(chart, panel, x_label)
+    let (log_y, y) = (panel.log_y, panel.y_min..y_max);
+    match x {
+        XAxis::Linear(max) if log_y => draw_chart(
+            builder.build_cartesian_2d(0f64..max, y.log_scale())?,
+            panel,
+            x_label,
+        ),
+        XAxis::Linear(max) => draw_chart(builder.build_cartesian_2d(0f64..max, y)?, panel, x_label),
+        XAxis::Log(min, max) if log_y => draw_chart(
+            builder.build_cartesian_2d((min..max).log_scale(), y.log_scale())?,
+            panel,
+            x_label,
+        ),
+        XAxis::Log(min, max) => draw_chart(
+            builder.build_cartesian_2d((min..max).log_scale(), y)?,
+            panel,
+            x_label,
+        ),
     }
 }
 
 /// The mesh, the series and their legend, on axes of either scale.
-fn draw_chart<'a, DB, Y>(
-    mut chart: ChartContext<'a, DB, Cartesian2d<RangedCoordf64, Y>>,
+fn draw_chart<'a, DB, X, Y>(
+    mut chart: ChartContext<'a, DB, Cartesian2d<X, Y>>,
     panel: &Panel,
     x_label: &str,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
 where
     DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     chart

@@ -6,6 +6,7 @@ mod chart;
 mod harness;
 pub mod hostile;
 pub mod idle_cost;
+pub mod scaling;
 pub mod starvation;
 
 /// `c10k run EXPERIMENT`
@@ -18,6 +19,9 @@ pub enum Experiment {
     /// Slowloris, silent, non-reading and flooding clients against each model: what ends each
     /// kind, what good clients notice, how long until the server is back to its baseline.
     Hostile(hostile::Args),
+    /// Idle connections in steps against each model until it fails: user and kernel memory,
+    /// threads and latency per connection, and the limit that stopped each model.
+    Scaling(scaling::Args),
 }
 
 /// Each experiment's name and what it shows, for `c10k list`: the same doc comments that
@@ -39,5 +43,6 @@ pub fn run(experiment: &Experiment) -> Result<(), String> {
         Experiment::Starvation(args) => starvation::run(args),
         Experiment::IdleCost(args) => idle_cost::run(args),
         Experiment::Hostile(args) => hostile::run(args),
+        Experiment::Scaling(args) => scaling::run(args),
     }
 }

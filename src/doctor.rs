@@ -3,6 +3,7 @@
 
 use std::fs;
 
+use crate::capacity::{self, thousands, Capacity, Limits};
 use crate::sys;
 
 struct Check {
@@ -30,12 +31,14 @@ pub fn run() -> Result<(), String> {
         mem_total()
     );
     println!();
+    print_capacity(&Limits::read());
+    println!();
     let checks = [
         Check {
             name: "RLIMIT_NOFILE (soft / hard)",
             value: format!("{soft_before} / {hard} (c10k raises its soft limit to {soft_after})"),
             bounds: "sockets per process: every connection is a file descriptor, on the server and on the client",
-            lift: "ulimit -n N (up to the hard limit); hard limit: /etc/security/limits.conf, or LimitNOFILE= for a systemd unit; above fs.nr_open only after raising it. Past it, run several processes: c10k load does, the server can with --reuse-port",
+            lift: "ulimit -n N (up to the hard limit); hard limit: /etc/security/limits.conf, or LimitNOFILE= for a systemd unit; above fs.nr_open only after raising it. Past it, run several processes: c10k load does, the evented server does with --workers",
         },
         Check {
             name: "fs.nr_open",
@@ -100,6 +103,49 @@ pub fn run() -> Result<(), String> {
     println!();
     println!("scripts/tune-linux.sh raises the system-wide ones for a large run (as root), explaining each.");
     Ok(())
+}
+
+/// Each model's largest connection count here, the limit that binds first, and the next ones.
+fn print_capacity(l: &Limits) {
+    println!("capacity: SSE clients held on this machine's loopback (both ends here)");
+    let evented = capacity::evented(l);
+    print_model(&evented, None);
+    println!(
+        "{:<10}per process {}, bound by RLIMIT_NOFILE {}: past it, --workers N ({} for {})",
+        "",
+        thousands(l.per_process()),
+        l.nofile,
+        l.workers_for(evented.max()),
+        thousands(evented.max())
+    );
+    let ws = capacity::blocking(l, 2).max();
+    print_model(
+        &capacity::blocking(l, 1),
+        Some(format!("WebSocket {}: two threads each", thousands(ws))),
+    );
+}
+
+fn print_model(c: &Capacity, aside: Option<String>) {
+    let aside = aside.map_or(String::new(), |a| format!(" ({a})"));
+    for (i, limit) in c.limits.iter().enumerate() {
+        let head = if i == 0 {
+            format!(
+                "{:<10}about {}{aside}, bound by {}",
+                c.model,
+                thousands(limit.connections),
+                limit.name
+            )
+        } else {
+            format!(
+                "{:<10}then {} at {}",
+                "",
+                limit.name,
+                thousands(limit.connections)
+            )
+        };
+        println!("{head}: {}", limit.why);
+        println!("{:<10}  lift: {}", "", limit.lift);
+    }
 }
 
 fn current_nofile() -> (u64, u64) {

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod blocking;
+pub mod capacity;
 pub mod doctor;
 pub mod evented;
 #[path = "../experiments/mod.rs"]

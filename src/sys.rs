@@ -129,14 +129,74 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     found
 }
 
-/// A process's proportional set size, from `/proc/PID/smaps_rollup` (Linux 4.14+).
-pub fn pss_bytes(pid: u32) -> io::Result<u64> {
+/// The kernel's memory for everyone, from `/proc/meminfo` and `/proc/net/sockstat`: what a
+/// connection costs outside any process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KernelMemory {
+    /// `Slab`: sockets, their dentries and inodes, epoll items, ... (bytes).
+    pub slab: u64,
+    /// `KernelStack`: one stack per thread (bytes).
+    pub kernel_stack: u64,
+    /// TCP sockets in use (`TCP: inuse`).
+    pub tcp_sockets: u64,
+    /// Pages of TCP buffers (`TCP: mem`), in bytes.
+    pub tcp_buffers: u64,
+}
+
+impl KernelMemory {
+    pub fn read() -> KernelMemory {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let field = |name: &str| {
+            meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map_or(0, |v| parse_kb(v) * 1024)
+        };
+        let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+        let tcp: Vec<&str> = sockstat
+            .lines()
+            .find_map(|l| l.strip_prefix("TCP:"))
+            .map(|l| l.split_whitespace().collect())
+            .unwrap_or_default();
+        let tcp_field = |name: &str| {
+            tcp.iter()
+                .position(|&w| w == name)
+                .and_then(|i| tcp.get(i + 1)?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        KernelMemory {
+            slab: field("Slab"),
+            kernel_stack: field("KernelStack"),
+            tcp_sockets: tcp_field("inuse"),
+            tcp_buffers: tcp_field("mem") * page_size(),
+        }
+    }
+
+    /// Each field's highest value of the two.
+    pub fn max(self, other: KernelMemory) -> KernelMemory {
+        KernelMemory {
+            slab: self.slab.max(other.slab),
+            kernel_stack: self.kernel_stack.max(other.kernel_stack),
+            tcp_sockets: self.tcp_sockets.max(other.tcp_sockets),
+            tcp_buffers: self.tcp_buffers.max(other.tcp_buffers),
+        }
+    }
+}
+
+/// A process's proportional set size, from `/proc/PID/smaps_rollup` (Linux 4.14+): all of it,
+/// and its anonymous part (the heap and stacks, without the binary's and libraries' pages).
+pub fn pss_bytes(pid: u32) -> io::Result<(u64, u64)> {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
-    rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .map(|v| parse_kb(v) * 1024)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Pss in smaps_rollup"))
+    let field = |name: &str| {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(parse_kb)
+    };
+    let pss = field("Pss")
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Pss in smaps_rollup"))?;
+    // Pss_Anon is there since Linux 5.10; before it, the whole PSS stands in.
+    Ok((pss * 1024, field("Pss_Anon").unwrap_or(pss) * 1024))
 }
 
 /// CPU time a process has used so far, user and system, from `/proc/PID/stat`.
@@ -158,6 +218,11 @@ pub fn cpu_time(pid: u32) -> io::Result<std::time::Duration> {
     Ok(std::time::Duration::from_micros(
         (user + system) * 1_000_000 / per_sec,
     ))
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
 }
 
 fn parse_kb(v: &str) -> u64 {
@@ -229,8 +294,9 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         assert!(found.contains(&child.id()), "{found:?}");
-        let pss = pss_bytes(std::process::id()).unwrap();
+        let (pss, anon) = pss_bytes(std::process::id()).unwrap();
         assert!(pss > 0 && pss <= read_proc(None).unwrap().rss_bytes * 2);
+        assert!(anon > 0 && anon < pss);
     }
 
     #[test]

@@ -158,3 +158,131 @@ fn hostile_quick_every_server_survives_and_gives_descriptors_back() {
     assert_written(&out, &["hostile.csv", "hostile-phases.csv", "hostile.svg"]);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+fn csv(path: PathBuf) -> Vec<std::collections::HashMap<String, String>> {
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
+    lines
+        .map(|line| {
+            let cells: Vec<&str> = line.split(',').collect();
+            assert_eq!(cells.len(), header.len(), "{line}");
+            header
+                .iter()
+                .map(|h| h.to_string())
+                .zip(cells.iter().map(|c| c.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+fn num(row: &std::collections::HashMap<String, String>, column: &str) -> f64 {
+    row[column]
+        .parse()
+        .unwrap_or_else(|_| panic!("{column} = {:?}", row[column]))
+}
+
+#[test]
+fn scaling_quick_holds_every_step_and_writes_consistent_rows() {
+    let out = out_dir("scaling");
+    run(&["scaling", "--quick"], &out);
+    assert_written(
+        &out,
+        &[
+            "scaling.json",
+            "scaling-memory.svg",
+            "scaling-latency.svg",
+            "scaling-threads.svg",
+        ],
+    );
+    let rows = csv(out.join("scaling.csv"));
+    let json_rows = json(out.join("scaling.json"))["rows"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(rows.len(), 4, "two steps for each of two models");
+    assert_eq!(json_rows.len(), rows.len());
+    for (row, j) in rows.iter().zip(&json_rows) {
+        let step = num(row, "step");
+        assert_eq!(num(row, "held"), step, "{row:?}");
+        assert_eq!(num(row, "failed"), 0.0);
+        assert_eq!(row["stopped_by"], "");
+        assert_eq!(j["held"].as_u64(), Some(step as u64));
+        // Kernel readings are the whole machine's (other tests' sockets come and go meanwhile):
+        // only their presence is checked.
+        for column in [
+            "slab_delta",
+            "kernel_stack_delta",
+            "tcp_sockets_delta",
+            "tcp_buffer_delta",
+        ] {
+            num(row, column);
+        }
+        assert!(num(row, "held_probes") > 0.0);
+        assert!(
+            num(row, "events") >= step,
+            "every connection got a tick: {row:?}"
+        );
+        assert!(num(row, "event_p99_us") >= num(row, "event_p50_us"));
+        assert!(num(row, "probe_p99_us") >= num(row, "probe_p50_us"));
+        let threads = num(row, "threads");
+        match row["model"].as_str() {
+            "evented" => assert_eq!(threads, 1.0, "{row:?}"),
+            _ => assert!(threads >= step, "a thread per connection: {row:?}"),
+        }
+        assert!(num(row, "fds") >= step);
+        assert!(
+            num(row, "pss_anon_held") >= num(row, "pss_anon_idle"),
+            "{row:?}"
+        );
+        assert!(num(row, "pss_anon_idle") > 0.0);
+    }
+}
+
+#[test]
+fn scaling_stops_the_blocking_model_at_its_descriptor_limit_and_says_so() {
+    use std::os::unix::process::CommandExt;
+    let out = out_dir("scaling-limit");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_c10k"));
+    command
+        .args([
+            "run",
+            "scaling",
+            "--models",
+            "blocking",
+            "--steps",
+            "40,400,800",
+            "--hold-s",
+            "1",
+        ])
+        .arg("--out")
+        .arg(&out);
+    // SAFETY: setrlimit is async-signal-safe; it lowers the limit of the child only.
+    unsafe {
+        command.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    assert!(command.status().expect("run c10k").success());
+    let rows = csv(out.join("scaling.csv"));
+    assert_eq!(
+        rows.len(),
+        2,
+        "the run stops at the step that failed: {rows:?}"
+    );
+    assert_eq!(num(&rows[0], "held"), 40.0);
+    assert_eq!(rows[0]["stopped_by"], "");
+    let last = &rows[1];
+    let held = num(last, "held");
+    assert!(held > 200.0 && held < 256.0, "{last:?}");
+    assert_eq!(num(last, "failed") + held, 400.0, "{last:?}");
+    assert!(last["stopped_by"].starts_with("RLIMIT_NOFILE"), "{last:?}");
+}

@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub(crate) const MAPS_PER_THREAD: usize = 4;
 /// Mappings kept free for everything else that maps memory: malloc arenas growing, cached
 /// stacks of exited threads, the standard library.
-const MARGIN: usize = 1024;
+pub(crate) const MARGIN: usize = 1024;
 
 #[derive(Debug)]
 pub(crate) struct Budget {

@@ -26,7 +26,7 @@
 //! kernel's backlog holds the connections.
 
 mod broadcast;
-mod budget;
+pub(crate) mod budget;
 mod conn;
 mod live;
 mod mailbox;

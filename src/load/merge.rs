@@ -375,6 +375,7 @@ impl Merger {
             peak.threads = peak.threads.max(s.threads);
             peak.fds = peak.fds.max(s.fds);
             peak.pss_bytes = peak.pss_bytes.max(s.pss_bytes);
+            peak.pss_anon_bytes = peak.pss_anon_bytes.max(s.pss_anon_bytes);
             peak.processes = peak.processes.max(s.processes);
         }
         let second = Second {

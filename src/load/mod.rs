@@ -29,7 +29,7 @@ mod probe;
 mod procs;
 mod record;
 pub mod report;
-mod sampler;
+pub mod sampler;
 mod worker;
 
 use std::io::Write as _;

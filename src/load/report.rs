@@ -106,6 +106,10 @@ pub struct ServerSample {
     /// all, split between the processes that share it. What several processes really cost.
     #[serde(default)]
     pub pss_bytes: u64,
+    /// The anonymous part of `pss_bytes` (heap, stacks): what connections allocate, without the
+    /// pages of the binary, which the load generator shares when it is the same one.
+    #[serde(default)]
+    pub pss_anon_bytes: u64,
     /// Processes read: the server and its descendants.
     #[serde(default)]
     pub processes: u64,

@@ -23,7 +23,7 @@ const EVERY: Duration = Duration::from_millis(250);
 
 impl Sampler {
     pub fn new(pid: u32) -> Sampler {
-        let latest = Arc::new(Mutex::new(read(pid)));
+        let latest = Arc::new(Mutex::new(read_tree(pid)));
         let stop = Arc::new(AtomicBool::new(false));
         let (shared, stopped) = (latest.clone(), stop.clone());
         let _ = thread::Builder::new()
@@ -31,7 +31,7 @@ impl Sampler {
             .spawn(move || {
                 while !stopped.load(Ordering::Relaxed) {
                     thread::sleep(EVERY);
-                    let reading = read(pid);
+                    let reading = read_tree(pid);
                     if let Ok(mut latest) = shared.lock() {
                         *latest = reading;
                     }
@@ -53,8 +53,8 @@ impl Drop for Sampler {
     }
 }
 
-/// Reads `pid` and every process under it.
-fn read(pid: u32) -> Option<ServerSample> {
+/// Reads `pid` and every process under it, once.
+pub fn read_tree(pid: u32) -> Option<ServerSample> {
     let mut sample = ServerSample::default();
     let pids = std::iter::once(pid).chain(sys::descendants(pid));
     for (i, pid) in pids.enumerate() {
@@ -67,7 +67,9 @@ fn read(pid: u32) -> Option<ServerSample> {
         sample.rss_bytes += reading.rss_bytes;
         sample.threads += reading.threads;
         sample.fds += reading.fds;
-        sample.pss_bytes += sys::pss_bytes(pid).unwrap_or(0);
+        let (pss, anon) = sys::pss_bytes(pid).unwrap_or((0, 0));
+        sample.pss_bytes += pss;
+        sample.pss_anon_bytes += anon;
         sample.processes += 1;
     }
     Some(sample)
@@ -89,7 +91,7 @@ mod tests {
             .arg("5")
             .spawn()
             .unwrap();
-        let s = read(std::process::id()).unwrap();
+        let s = read_tree(std::process::id()).unwrap();
         let _ = child.kill();
         let _ = child.wait();
         assert!(s.processes >= 2, "{s:?}");
