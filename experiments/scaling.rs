@@ -114,9 +114,11 @@ pub fn run(args: &Args) -> Result<(), String> {
     println!("command: {}", harness::command_line());
     warn_about_limits(&limits, target);
     let mut rows = Vec::new();
+    let quiet_sockets = KernelMemory::read().tcp_sockets;
     for &model in &args.models {
         println!();
         for &n in &steps {
+            settle(quiet_sockets);
             let row = measure(&dir, model, n, args, &limits)?;
             print_row(&row);
             let stop = row.stopped_by.is_some();
@@ -138,6 +140,18 @@ pub fn run(args: &Args) -> Result<(), String> {
         dir.display()
     );
     Ok(())
+}
+
+/// Waits (at most 30 s) until the sockets of the step before are gone from the kernel: a
+/// million closing connections keep both cores busy for seconds after their processes exited,
+/// and the next step must not share the machine with them.
+fn settle(quiet_sockets: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while KernelMemory::read().tcp_sockets > quiet_sockets + 100
+        && std::time::Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The steps: the ones asked for, or 1-3-10 up to the target (tens of connections with --quick).
