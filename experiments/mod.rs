@@ -3,6 +3,7 @@
 //! SVG chart in `results/NAME/`.
 
 mod chart;
+pub mod fanout;
 mod harness;
 pub mod hostile;
 pub mod idle_cost;
@@ -22,6 +23,9 @@ pub enum Experiment {
     /// Idle connections in steps against each model until it fails: user and kernel memory,
     /// threads and latency per connection, and the limit that stopped each model.
     Scaling(scaling::Args),
+    /// One event to N subscribers, in steps: delivery latency, CPU per delivery and what a
+    /// newcomer waits meanwhile, for each model beside the floor (a bare write loop).
+    Fanout(fanout::Args),
 }
 
 /// Each experiment's name and what it shows, for `c10k list`: the same doc comments that
@@ -44,5 +48,6 @@ pub fn run(experiment: &Experiment) -> Result<(), String> {
         Experiment::IdleCost(args) => idle_cost::run(args),
         Experiment::Hostile(args) => hostile::run(args),
         Experiment::Scaling(args) => scaling::run(args),
+        Experiment::Fanout(args) => fanout::run(args),
     }
 }

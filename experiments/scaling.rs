@@ -101,7 +101,7 @@ pub struct Row {
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
-    let steps = plan(args);
+    let steps = plan(&args.steps, args.quick, args.connections);
     let dir = harness::results_dir("scaling", args.out.as_deref())?;
     let limits = Limits::read();
     let target = steps.iter().copied().max().unwrap_or(0);
@@ -145,7 +145,7 @@ pub fn run(args: &Args) -> Result<(), String> {
 /// Waits (at most 30 s) until the sockets of the step before are gone from the kernel: a
 /// million closing connections keep both cores busy for seconds after their processes exited,
 /// and the next step must not share the machine with them.
-fn settle(quiet_sockets: u64) {
+pub(super) fn settle(quiet_sockets: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while KernelMemory::read().tcp_sockets > quiet_sockets + 100
         && std::time::Instant::now() < deadline
@@ -155,29 +155,29 @@ fn settle(quiet_sockets: u64) {
 }
 
 /// The steps: the ones asked for, or 1-3-10 up to the target (tens of connections with --quick).
-fn plan(args: &Args) -> Vec<u64> {
-    if !args.steps.is_empty() {
-        let mut steps = args.steps.clone();
+pub(super) fn plan(asked: &[u64], quick: bool, target: u64) -> Vec<u64> {
+    if !asked.is_empty() {
+        let mut steps = asked.to_vec();
         steps.retain(|&n| n > 0);
         steps.sort_unstable();
         steps.dedup();
         return steps;
     }
-    if args.quick {
+    if quick {
         return vec![20, 60];
     }
     let mut steps = Vec::new();
     let mut scale = 1_000u64;
     'sequence: loop {
         for n in [scale, 3 * scale] {
-            if n >= args.connections {
+            if n >= target {
                 break 'sequence;
             }
             steps.push(n);
         }
         scale *= 10;
     }
-    steps.push(args.connections);
+    steps.push(target);
     steps
 }
 
@@ -226,14 +226,14 @@ fn measure(dir: &Path, model: Model, n: u64, args: &Args, limits: &Limits) -> Re
     let tick = tick_ms(n);
     let hold_s = args.hold_s.max((2 * tick).div_ceil(1000) + 1);
     let workers = match model {
-        Model::Evented => limits.workers_for(n),
+        Model::Evented | Model::Floor => limits.workers_for(n),
         Model::Blocking => 1,
     };
     let tick_arg = tick.to_string();
     let workers_arg = workers.to_string();
     let mut server_args = vec!["--model", model.name(), "--tick-ms", &tick_arg];
     match model {
-        Model::Evented => server_args.extend(["--workers", &workers_arg]),
+        Model::Evented | Model::Floor => server_args.extend(["--workers", &workers_arg]),
         Model::Blocking => server_args.extend(["--threads", "unbounded"]),
     }
     let mut server = ServerProc::start(model.name(), &server_args)?;
@@ -645,35 +645,23 @@ fn draw_charts(dir: &Path, rows: &[Row]) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn args(connections: u64) -> Args {
-        Args {
-            kind: Kind::Sse,
-            connections,
-            steps: Vec::new(),
-            models: vec![Model::Evented],
-            ramp_per_sec: 10_000,
-            hold_s: 3,
-            probe_ms: 200,
-            quick: false,
-            out: None,
-        }
-    }
-
     #[test]
     fn steps_go_one_three_ten_up_to_the_target() {
         assert_eq!(
-            plan(&args(100_000)),
+            plan(&[], false, 100_000),
             [1_000, 3_000, 10_000, 30_000, 100_000]
         );
         assert_eq!(
-            plan(&args(1_000_000)),
+            plan(&[], false, 1_000_000),
             [1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000]
         );
-        assert_eq!(plan(&args(50_000)), [1_000, 3_000, 10_000, 30_000, 50_000]);
-        assert_eq!(plan(&args(500)), [500]);
-        let mut asked = args(0);
-        asked.steps = vec![300, 0, 100, 300];
-        assert_eq!(plan(&asked), [100, 300]);
+        assert_eq!(
+            plan(&[], false, 50_000),
+            [1_000, 3_000, 10_000, 30_000, 50_000]
+        );
+        assert_eq!(plan(&[], false, 500), [500]);
+        assert_eq!(plan(&[300, 0, 100, 300], false, 0), [100, 300]);
+        assert_eq!(plan(&[], true, 100_000), [20, 60]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod evented;
 #[path = "../experiments/mod.rs"]
 pub mod experiments;
+pub mod floor;
 pub mod load;
 pub mod proto;
 pub mod sys;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use c10k_lab::app::config::{Model, ServerConfig, Threads, MIN_RETAIN};
-use c10k_lab::{blocking, doctor, evented, experiments, load, sys, workers};
+use c10k_lab::{blocking, doctor, evented, experiments, floor, load, sys, workers};
 
 #[derive(Parser)]
 #[command(
@@ -178,7 +178,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         Ok((soft, _)) => eprintln!("open file limit: {soft}"),
         Err(e) => eprintln!("could not read the open file limit: {e}"),
     }
-    if args.workers > 1 && args.model != Model::Evented {
+    if args.workers > 1 && args.model == Model::Blocking {
         return Err("--workers runs the evented model; the blocking model is one process".into());
     }
     let listen = cfg.listen;
@@ -194,6 +194,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         }
         Model::Evented => evented::serve(cfg, ready),
         Model::Blocking => blocking::serve(cfg, ready),
+        Model::Floor => floor::serve(cfg, args.workers as usize, ready),
     }
     .map_err(|e| format!("serving on {listen}: {e}"))
 }

@@ -286,3 +286,37 @@ fn scaling_stops_the_blocking_model_at_its_descriptor_limit_and_says_so() {
     assert_eq!(num(last, "failed") + held, 400.0, "{last:?}");
     assert!(last["stopped_by"].starts_with("RLIMIT_NOFILE"), "{last:?}");
 }
+
+#[test]
+fn fanout_quick_measures_each_model_beside_the_floor() {
+    let out = out_dir("fanout");
+    run(&["fanout", "--quick"], &out);
+    assert_written(
+        &out,
+        &["fanout.json", "fanout-delivery.svg", "fanout-probe.svg"],
+    );
+    let rows = csv(out.join("fanout.csv"));
+    let models: Vec<&str> = rows.iter().map(|r| r["model"].as_str()).collect();
+    assert_eq!(
+        models,
+        ["floor", "evented", "blocking", "floor", "evented", "blocking"],
+        "each step runs the floor first, then each model"
+    );
+    for row in &rows {
+        let n = num(row, "subscribers");
+        assert_eq!(num(row, "held"), n, "{row:?}");
+        assert_eq!(num(row, "failed"), 0.0, "{row:?}");
+        // Every subscriber got the step's events, the floor's included (nothing else writes to
+        // its sockets, so nothing is missed at these sizes).
+        assert!(num(row, "deliveries") >= 4.0 * n, "{row:?}");
+        let (p50, p99, max) = (
+            num(row, "delivery_p50_us"),
+            num(row, "delivery_p99_us"),
+            num(row, "delivery_max_us"),
+        );
+        assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{row:?}");
+        assert!(num(row, "fanout_per_sec") > 0.0);
+        assert!(num(row, "held_probes") > 0.0, "{row:?}");
+        assert_eq!(num(row, "probe_timeouts"), 0.0, "{row:?}");
+    }
+}

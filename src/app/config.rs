@@ -62,6 +62,9 @@ pub enum Model {
     Evented,
     /// std::net with one OS thread per connection, or a fixed pool of them.
     Blocking,
+    /// The floor for fan-out measurements: prebuilt bytes written in a tight loop, nothing else.
+    #[value(hide = true)]
+    Floor,
 }
 
 impl Model {
@@ -69,6 +72,7 @@ impl Model {
         match self {
             Model::Evented => "evented",
             Model::Blocking => "blocking",
+            Model::Floor => "floor",
         }
     }
 }
