@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, value_enum, default_values_t = [Model::Evented, Model::Blocking], value_delimiter = ',')]
     pub models: Vec<Model>,
     /// Events sent to every subscriber in each step.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..))]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(2..))]
     pub events: u64,
     /// Milliseconds between probes.
     #[arg(long, default_value_t = 20)]
@@ -54,9 +54,10 @@ pub struct Row {
     pub period_ms: u64,
     pub held: u64,
     pub failed: u64,
-    /// Events received, each copy counted.
+    /// Events received once every subscriber was held (the ramp's are left out), each copy
+    /// counted.
     pub deliveries: u64,
-    /// Delivery latency (receipt − the event's `sent_ns`) over the step.
+    /// Their delivery latency (receipt − the event's `sent_ns`).
     pub delivery_p50_us: Option<u64>,
     pub delivery_p99_us: Option<u64>,
     pub delivery_max_us: Option<u64>,
@@ -207,12 +208,12 @@ fn measure(dir: &Path, model: Model, n: u64, args: &Args, limits: &Limits) -> Re
         period_ms: period,
         held,
         failed: t.failed_total,
-        deliveries: t.events,
-        delivery_p50_us: t.event_p50_us,
-        delivery_p99_us: t.event_p99_us,
-        delivery_max_us: t.event_max_us,
+        deliveries: t.held_events,
+        delivery_p50_us: t.held_event_p50_us,
+        delivery_p99_us: t.held_event_p99_us,
+        delivery_max_us: t.held_event_max_us,
         fanout_per_sec: t
-            .event_max_us
+            .held_event_max_us
             .filter(|&us| us > 0)
             .map_or(0.0, |us| held as f64 / (us as f64 / 1e6)),
         cpu_ns_per_delivery: held_windows

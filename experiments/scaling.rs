@@ -90,7 +90,8 @@ pub struct Row {
     pub probe_p50_us: Option<u64>,
     pub probe_p99_us: Option<u64>,
     pub probe_timeouts: u64,
-    /// Tick delivery latency over the step (client's receipt − the event's `sent_ns`).
+    /// Ticks received once every connection was held, and their delivery latency (the
+    /// client's receipt − the event's `sent_ns`).
     pub events: u64,
     pub event_p50_us: Option<u64>,
     pub event_p99_us: Option<u64>,
@@ -365,9 +366,9 @@ fn row(
         probe_p50_us: t.held_probe_p50_us,
         probe_p99_us: t.held_probe_p99_us,
         probe_timeouts: t.probe_timeouts,
-        events: t.events,
-        event_p50_us: t.event_p50_us,
-        event_p99_us: t.event_p99_us,
+        events: t.held_events,
+        event_p50_us: t.held_event_p50_us,
+        event_p99_us: t.held_event_p99_us,
         teardown_s: report.teardown_s,
         stopped_by: None,
     }

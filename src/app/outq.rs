@@ -110,7 +110,14 @@ impl OutQueue {
                 });
                 count += 1;
             }
-            match w.write_vectored(&slices[..count]) {
+            // One piece, the usual case of a broadcast, is a plain write(): writev() costs the
+            // kernel an iovec import on every call.
+            let written = if count == 1 {
+                w.write(&slices[0])
+            } else {
+                w.write_vectored(&slices[..count])
+            };
+            match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => q.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),

@@ -106,6 +106,8 @@ pub struct Merger {
     probe_total: Histogram<u64>,
     /// Probes of the windows that began once the ramp was over: the server holding them all.
     probe_held: Histogram<u64>,
+    /// Event latency of the same windows.
+    event_held: Histogram<u64>,
     echo_window: Histogram<u64>,
     echo_total: Histogram<u64>,
     gap_total: Histogram<u64>,
@@ -134,6 +136,7 @@ impl Merger {
             event_total: record::new_hist(),
             probe_total: record::new_hist(),
             probe_held: record::new_hist(),
+            event_held: record::new_hist(),
             echo_window: record::new_hist(),
             echo_total: record::new_hist(),
             gap_total: record::new_hist(),
@@ -357,6 +360,7 @@ impl Merger {
             .is_some_and(|done| done <= window_start_us)
         {
             let _ = self.probe_held.add(&self.probe_window);
+            let _ = self.event_held.add(&self.window_hist);
         }
         self.echo_window.reset();
         record::add_buckets(&mut self.echo_window, &pending.echo_hist);
@@ -451,6 +455,10 @@ impl Merger {
             held_probe_p50_us: record::quantile(&self.probe_held, 0.5),
             held_probe_p99_us: record::quantile(&self.probe_held, 0.99),
             held_probe_max_us: record::max(&self.probe_held),
+            held_events: self.event_held.len(),
+            held_event_p50_us: record::quantile(&self.event_held, 0.5),
+            held_event_p99_us: record::quantile(&self.event_held, 0.99),
+            held_event_max_us: record::max(&self.event_held),
             held_at_first_probe_timeout: self.held_at_first_probe_timeout,
             server_peak: self.server_peak,
             echoes: self.echo_total.len(),
@@ -543,7 +551,8 @@ mod tests {
                 0,
                 WorkerRecord {
                     ramp_done_us: (idx >= 1).then_some(1_500_000),
-                    ..rec(idx, 5, &[], idx == 3)
+                    hist: vec![(1000 * (idx + 1), 2)],
+                    ..rec(idx, 5, &[(idx + 1, 2)], idx == 3)
                 },
             );
             let window = ParentWindow {
@@ -558,6 +567,12 @@ mod tests {
         assert_eq!(t.held_probes, 2);
         assert_eq!(t.held_probe_max_us, Some(400));
         assert_eq!(t.held_probe_p50_us, Some(300));
+        // The events of the same windows only.
+        assert_eq!(t.held_events, 4);
+        // (The histogram keeps three significant digits.)
+        assert!(t.held_event_max_us.is_some_and(|us| us.abs_diff(4000) <= 4));
+        assert!(t.held_event_p50_us.is_some_and(|us| us.abs_diff(3000) <= 3));
+        assert_eq!(t.events, 8);
     }
 
     fn rec(idx: u64, open: u64, events: &[(u64, u64)], last: bool) -> WorkerRecord {

@@ -241,6 +241,16 @@ pub struct Totals {
     pub held_probe_p99_us: Option<u64>,
     #[serde(default)]
     pub held_probe_max_us: Option<u64>,
+    /// Events received in those seconds, and their delivery latency: broadcasts to every
+    /// connection, without the ramp's.
+    #[serde(default)]
+    pub held_events: u64,
+    #[serde(default)]
+    pub held_event_p50_us: Option<u64>,
+    #[serde(default)]
+    pub held_event_p99_us: Option<u64>,
+    #[serde(default)]
+    pub held_event_max_us: Option<u64>,
     /// Connections open when the first probe that timed out was sent (see [`Second`]).
     #[serde(default)]
     pub held_at_first_probe_timeout: Option<u64>,
