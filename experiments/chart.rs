@@ -119,22 +119,55 @@ fn draw_panel<DB: DrawingBackend>(
         .x_label_area_size(30)
         .y_label_area_size(70);
     let (log_y, y) = (panel.log_y, panel.y_min..y_max);
+    // Over time the start of a run is quiet (upper left is free); against counts that grow by
+    // factors, the legend goes to whichever right-hand corner has fewer points.
+    let upper_left = SeriesLabelPosition::UpperLeft;
+    let right_corner = |min: f64, max: f64| {
+        let scale = |v: f64, lo: f64, hi: f64, log: bool| {
+            if log {
+                (v.max(lo).ln() - lo.ln()) / (hi.ln() - lo.ln())
+            } else {
+                (v - lo) / (hi - lo)
+            }
+        };
+        let (mut upper, mut lower) = (0, 0);
+        for &(px, py) in panel.series.iter().flat_map(|s| &s.points) {
+            if scale(px, min, max, true) > 0.5 {
+                let fy = scale(py, panel.y_min, y_max, log_y);
+                upper += usize::from(fy > 0.6);
+                lower += usize::from(fy < 0.4);
+            }
+        }
+        if upper <= lower {
+            SeriesLabelPosition::UpperRight
+        } else {
+            SeriesLabelPosition::LowerRight
+        }
+    };
     match x {
         XAxis::Linear(max) if log_y => draw_chart(
             builder.build_cartesian_2d(0f64..max, y.log_scale())?,
             panel,
             x_label,
+            upper_left,
         ),
-        XAxis::Linear(max) => draw_chart(builder.build_cartesian_2d(0f64..max, y)?, panel, x_label),
+        XAxis::Linear(max) => draw_chart(
+            builder.build_cartesian_2d(0f64..max, y)?,
+            panel,
+            x_label,
+            upper_left,
+        ),
         XAxis::Log(min, max) if log_y => draw_chart(
             builder.build_cartesian_2d((min..max).log_scale(), y.log_scale())?,
             panel,
             x_label,
+            right_corner(min, max),
         ),
         XAxis::Log(min, max) => draw_chart(
             builder.build_cartesian_2d((min..max).log_scale(), y)?,
             panel,
             x_label,
+            right_corner(min, max),
         ),
     }
 }
@@ -144,6 +177,7 @@ fn draw_chart<'a, DB, X, Y>(
     mut chart: ChartContext<'a, DB, Cartesian2d<X, Y>>,
     panel: &Panel,
     x_label: &str,
+    legend: SeriesLabelPosition,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
 where
     DB: DrawingBackend + 'a,
@@ -154,14 +188,27 @@ where
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(&panel.y_label)
+        .x_label_formatter(&axis_number)
+        .y_label_formatter(&axis_number)
         .light_line_style(WHITE)
         .draw()?;
-    draw_series(&mut chart, panel)
+    draw_series(&mut chart, panel, legend)
+}
+
+/// `1,000,000`, `250`, `0.25`: counts grouped by thousands, fractions without trailing zeros.
+fn axis_number(v: &f64) -> String {
+    if v.abs() >= 1.0 {
+        crate::capacity::thousands(v.round() as u64)
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
 }
 
 fn draw_series<'a, DB, CT>(
     chart: &mut ChartContext<'a, DB, CT>,
     panel: &Panel,
+    legend: SeriesLabelPosition,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
 where
     DB: DrawingBackend + 'a,
@@ -186,7 +233,7 @@ where
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(legend)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
         .draw()

@@ -36,6 +36,10 @@ pub struct Args {
     /// Milliseconds between probes.
     #[arg(long, default_value_t = 20)]
     pub probe_ms: u64,
+    /// Redraw the charts from the JSON of an earlier run in the results folder, measuring
+    /// nothing.
+    #[arg(long)]
+    pub replot: bool,
     /// A few tens of subscribers, for a check in seconds.
     #[arg(long)]
     pub quick: bool,
@@ -73,6 +77,13 @@ pub struct Row {
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
+    if args.replot {
+        let dir = harness::results_dir("fanout", args.out.as_deref())?;
+        let rows: Vec<Row> = harness::read_rows(&dir.join("fanout.json"))?;
+        draw_charts(&dir, &rows)?;
+        println!("charts redrawn in {}/", dir.display());
+        return Ok(());
+    }
     let steps = plan(&args.steps, args.quick, args.connections);
     let dir = harness::results_dir("fanout", args.out.as_deref())?;
     let limits = Limits::read();
@@ -354,6 +365,10 @@ fn write_results(dir: &Path, rows: &[Row]) -> Result<(), String> {
         })
         .collect();
     harness::write_csv(&dir.join("fanout.csv"), &CSV_HEADER, &csv_rows)?;
+    draw_charts(dir, rows)
+}
+
+fn draw_charts(dir: &Path, rows: &[Row]) -> Result<(), String> {
     let models = [
         ("floor", chart::POOL),
         ("evented", chart::EVENTED),

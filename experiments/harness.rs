@@ -220,6 +220,19 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), Str
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// The `rows` of an experiment's JSON results.
+pub fn read_rows<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, String> {
+    #[derive(serde::Deserialize)]
+    struct Results<T> {
+        rows: Vec<T>,
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str::<Results<T>>(&text)
+        .map(|r| r.rows)
+        .map_err(|e| format!("{} is not an experiment's results: {e}", path.display()))
+}
+
 /// Writes a CSV file from a header and rows of already formatted cells.
 pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<String>]) -> Result<(), String> {
     let mut text = header.join(",");

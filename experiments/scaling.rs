@@ -42,6 +42,10 @@ pub struct Args {
     /// Milliseconds between probes (a fresh `GET /`).
     #[arg(long, default_value_t = 200)]
     pub probe_ms: u64,
+    /// Redraw the charts from the JSON of an earlier run in the results folder, measuring
+    /// nothing.
+    #[arg(long)]
+    pub replot: bool,
     /// A few tens of connections, for a check in seconds.
     #[arg(long)]
     pub quick: bool,
@@ -102,6 +106,13 @@ pub struct Row {
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
+    if args.replot {
+        let dir = harness::results_dir("scaling", args.out.as_deref())?;
+        let rows: Vec<Row> = harness::read_rows(&dir.join("scaling.json"))?;
+        draw_charts(&dir, &rows)?;
+        println!("charts redrawn in {}/", dir.display());
+        return Ok(());
+    }
     let steps = plan(&args.steps, args.quick, args.connections);
     let dir = harness::results_dir("scaling", args.out.as_deref())?;
     let limits = Limits::read();
