@@ -35,6 +35,34 @@ pub fn lighter(c: RGBColor) -> RGBColor {
     RGBColor(mix(c.0), mix(c.1), mix(c.2))
 }
 
+/// One line per model of `models` that has points among `rows`: `model_of` says a row's model,
+/// `point` its `(x, y)` (`None` leaves the row out), `label` the line's name from the model's.
+pub fn per_model<R>(
+    rows: &[R],
+    models: &[(&str, RGBColor)],
+    model_of: impl Fn(&R) -> &str,
+    point: impl Fn(&R) -> Option<(f64, f64)>,
+    label: impl Fn(&str) -> String,
+    pale: bool,
+) -> Vec<Series> {
+    models
+        .iter()
+        .filter_map(|&(model, color)| {
+            let points: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| model_of(r) == model)
+                .filter_map(&point)
+                .collect();
+            (!points.is_empty()).then(|| Series {
+                label: label(model),
+                color: if pale { lighter(color) } else { color },
+                points,
+                markers: false,
+            })
+        })
+        .collect()
+}
+
 /// The probe's latency panel: p99 per second in ms, on a log axis.
 pub fn probe_panel(probe_ms: u64, series: Vec<Series>) -> Panel {
     Panel {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::chart::{self, Panel, Series};
-use super::harness::{self, fmt_us, LoadProc, ServerProc};
+use super::harness::{self, fmt_us, LoadProc};
 use super::scaling::{plan, settle};
 use crate::app::config::Model;
 use crate::capacity::{self, thousands, Limits};
@@ -142,24 +142,12 @@ fn period_ms(n: u64) -> u64 {
 
 fn measure(dir: &Path, model: Model, n: u64, args: &Args, limits: &Limits) -> Result<Row, String> {
     let period = period_ms(n);
-    let workers = match model {
-        Model::Blocking => 1,
-        _ => limits.workers_for(n),
-    };
-    let (period_arg, workers_arg) = (period.to_string(), workers.to_string());
-    let mut server_args = vec![
-        "--model",
-        model.name(),
-        "--tick-ms",
-        &period_arg,
-        "--heartbeat-ms",
-        "0",
-    ];
-    match model {
-        Model::Blocking => server_args.extend(["--threads", "unbounded"]),
-        _ => server_args.extend(["--workers", &workers_arg]),
-    }
-    let mut server = ServerProc::start(model.name(), &server_args)?;
+    let (mut server, workers) = harness::start_sized(
+        model,
+        n,
+        limits,
+        &["--tick-ms", &period.to_string(), "--heartbeat-ms", "0"],
+    )?;
     let hold_s = (args.events * period).div_ceil(1000) + 1;
     let load_args = [
         "--kind",
@@ -191,7 +179,7 @@ fn measure(dir: &Path, model: Model, n: u64, args: &Args, limits: &Limits) -> Re
         let Some(last) = load.history.last() else {
             continue;
         };
-        if last.attempted >= n && last.connecting == 0 && last.open > 0 {
+        if harness::ramp_over(last, n) {
             let cpu = tree_cpu(server.pid());
             let at = (cpu, load.history.len());
             held_from.get_or_insert(at);
@@ -336,7 +324,7 @@ fn write_results(dir: &Path, rows: &[Row]) -> Result<(), String> {
             rows,
         },
     )?;
-    let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
+    let opt = harness::opt_cell;
     let csv_rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -375,22 +363,14 @@ fn draw_charts(dir: &Path, rows: &[Row]) -> Result<(), String> {
         ("blocking", chart::BLOCKING),
     ];
     let series = |label: &str, pick: &dyn Fn(&Row) -> Option<u64>, pale: bool| -> Vec<Series> {
-        models
-            .iter()
-            .filter_map(|&(model, color)| {
-                let points: Vec<(f64, f64)> = rows
-                    .iter()
-                    .filter(|r| r.model == model)
-                    .filter_map(|r| Some((r.subscribers as f64, pick(r)? as f64 / 1000.0)))
-                    .collect();
-                (!points.is_empty()).then(|| Series {
-                    label: format!("{model} {label}"),
-                    color: if pale { chart::lighter(color) } else { color },
-                    points,
-                    markers: false,
-                })
-            })
-            .collect()
+        chart::per_model(
+            rows,
+            &models,
+            |r| &r.model,
+            |r| Some((r.subscribers as f64, pick(r)? as f64 / 1000.0)),
+            |model| format!("{model} {label}"),
+            pale,
+        )
     };
     let mut delivery = series("p50", &|r| r.delivery_p50_us, true);
     delivery.extend(series("p99", &|r| r.delivery_p99_us, false));

@@ -10,6 +10,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::app::config::Model;
+use crate::capacity::Limits;
 use crate::load::report::{Report, Second};
 use crate::sys::{self, ProcReading};
 
@@ -88,6 +90,40 @@ impl Drop for ServerProc {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A `model` server sized for `connections` on this machine: the evented server and the floor
+/// with as many `--workers` as that takes, the blocking one as one process with a thread per
+/// connection. Returns it and its number of serving processes.
+pub fn start_sized(
+    model: Model,
+    connections: u64,
+    limits: &Limits,
+    extra: &[&str],
+) -> Result<(ServerProc, u64), String> {
+    let workers = match model {
+        Model::Blocking => 1,
+        Model::Evented | Model::Floor => limits.workers_for(connections),
+    };
+    let workers_arg = workers.to_string();
+    let mut args = vec!["--model", model.name()];
+    match model {
+        Model::Blocking => args.extend(["--threads", "unbounded"]),
+        Model::Evented | Model::Floor => args.extend(["--workers", &workers_arg]),
+    }
+    args.extend(extra);
+    Ok((ServerProc::start(model.name(), &args)?, workers))
+}
+
+/// Whether the load generator's record `s` comes after its ramp to `n`: every connection
+/// attempted and none still waiting, some held.
+pub fn ramp_over(s: &Second, n: u64) -> bool {
+    s.attempted >= n && s.connecting == 0 && s.open > 0
+}
+
+/// A CSV cell for a value that may be missing (empty then).
+pub fn opt_cell(v: Option<u64>) -> String {
+    v.map_or(String::new(), |v| v.to_string())
 }
 
 /// A `c10k load --progress json` child process and the per-second records it prints.

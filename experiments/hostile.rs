@@ -681,7 +681,7 @@ fn write_results(
             targets: results,
         },
     )?;
-    let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
+    let opt = harness::opt_cell;
     let mut rows = Vec::new();
     for r in results {
         for p in &r.phases {

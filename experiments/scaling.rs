@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::chart::{self, Panel, Series};
-use super::harness::{self, fmt_us, LoadProc, ServerProc};
+use super::harness::{self, fmt_us, LoadProc};
 use crate::app::config::Model;
 use crate::capacity::{self, thousands, Limits};
 use crate::load::report::Report;
@@ -202,12 +202,13 @@ fn warn_about_limits(limits: &Limits, target: u64) {
         .filter(|l| l.connections < target)
         .collect();
     if short.is_empty() {
+        let blocking = capacity::blocking(limits, 1);
         println!(
             "this machine allows the evented server about {} connections (bound by {}); the blocking one about {} (bound by {}): see `c10k doctor`",
             thousands(evented.max()),
             evented.binding().name,
-            thousands(capacity::blocking(limits, 1).max()),
-            capacity::blocking(limits, 1).binding().name
+            thousands(blocking.max()),
+            blocking.binding().name
         );
         return;
     }
@@ -237,18 +238,8 @@ fn tick_ms(n: u64) -> u64 {
 fn measure(dir: &Path, model: Model, n: u64, args: &Args, limits: &Limits) -> Result<Row, String> {
     let tick = tick_ms(n);
     let hold_s = args.hold_s.max((2 * tick).div_ceil(1000) + 1);
-    let workers = match model {
-        Model::Evented | Model::Floor => limits.workers_for(n),
-        Model::Blocking => 1,
-    };
-    let tick_arg = tick.to_string();
-    let workers_arg = workers.to_string();
-    let mut server_args = vec!["--model", model.name(), "--tick-ms", &tick_arg];
-    match model {
-        Model::Evented | Model::Floor => server_args.extend(["--workers", &workers_arg]),
-        Model::Blocking => server_args.extend(["--threads", "unbounded"]),
-    }
-    let mut server = ServerProc::start(model.name(), &server_args)?;
+    let (mut server, workers) =
+        harness::start_sized(model, n, limits, &["--tick-ms", &tick.to_string()])?;
     // Let the fresh processes settle before the baselines are read.
     thread::sleep(Duration::from_millis(500));
     let idle = read_tree(server.pid()).ok_or("the server exited before it was measured")?;
@@ -296,7 +287,7 @@ fn measure(dir: &Path, model: Model, n: u64, args: &Args, limits: &Limits) -> Re
         let held = load
             .history
             .last()
-            .is_some_and(|s| s.attempted >= n && s.connecting == 0 && s.open > 0);
+            .is_some_and(|s| harness::ramp_over(s, n));
         if held {
             kernel_held = kernel_held.max(KernelMemory::read());
         }
@@ -500,7 +491,7 @@ fn write_results(dir: &Path, args: &Args, rows: &[Row]) -> Result<(), String> {
             rows,
         },
     )?;
-    let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
+    let opt = harness::opt_cell;
     let csv_rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -581,22 +572,18 @@ fn draw_charts(dir: &Path, rows: &[Row]) -> Result<(), String> {
     let models = [("evented", chart::EVENTED), ("blocking", chart::BLOCKING)];
     // Each model's held steps, as (connections held, value) points.
     let series = |label: &str, pick: &dyn Fn(&Row) -> Option<f64>, pale: bool| -> Vec<Series> {
-        models
-            .iter()
-            .filter_map(|&(model, color)| {
-                let points: Vec<(f64, f64)> = rows
-                    .iter()
-                    .filter(|r| r.model == model && r.held > 0)
-                    .filter_map(|r| Some((r.held as f64, pick(r)?)))
-                    .collect();
-                (!points.is_empty()).then(|| Series {
-                    label: format!("{model}: {label}"),
-                    color: if pale { chart::lighter(color) } else { color },
-                    points,
-                    markers: false,
-                })
-            })
-            .collect()
+        chart::per_model(
+            rows,
+            &models,
+            |r| &r.model,
+            |r| {
+                (r.held > 0)
+                    .then(|| Some((r.held as f64, pick(r)?)))
+                    .flatten()
+            },
+            |model| format!("{model}: {label}"),
+            pale,
+        )
     };
     let x_label = "connections held (log)";
     let mut memory = series(

@@ -328,7 +328,7 @@ fn write_results(
     let mut rows = Vec::new();
     for (model, report) in [("evented", evented), ("blocking", blocking)] {
         for s in &report.seconds {
-            let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
+            let opt = harness::opt_cell;
             rows.push(vec![
                 model.to_string(),
                 format!("{:.1}", s.t_s),

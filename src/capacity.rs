@@ -74,7 +74,7 @@ impl Limits {
             nofile,
             file_max: num("/proc/sys/fs/file-max"),
             files_open,
-            mem_available: meminfo("MemAvailable").unwrap_or(0),
+            mem_available: crate::sys::meminfo("MemAvailable").unwrap_or(0),
             pid_max: num("/proc/sys/kernel/pid_max"),
             threads_max: num("/proc/sys/kernel/threads-max"),
             tasks,
@@ -237,25 +237,11 @@ pub fn blocking(l: &Limits, threads_per_conn: u64) -> Capacity {
     Capacity::new("blocking", limits)
 }
 
-/// A field of `/proc/meminfo`, in bytes.
-pub fn meminfo(field: &str) -> Option<u64> {
-    let text = fs::read_to_string("/proc/meminfo").ok()?;
-    text.lines().find_map(|l| {
-        let v = l.strip_prefix(field)?.strip_prefix(':')?;
-        Some(v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()? * 1024)
-    })
-}
-
 fn nproc_limit() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct we pass.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut lim) } == 0;
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    (ok && !root && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+    let (soft, _) = crate::sys::rlimit(libc::RLIMIT_NPROC)?;
+    (!root && soft != libc::RLIM_INFINITY).then_some(soft)
 }
 
 fn gib(bytes: u64) -> String {

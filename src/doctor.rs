@@ -149,26 +149,13 @@ fn print_model(c: &Capacity, aside: Option<String>) {
 }
 
 fn current_nofile() -> (u64, u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return (0, 0);
-    }
-    (lim.rlim_cur, lim.rlim_max)
+    sys::rlimit(libc::RLIMIT_NOFILE).unwrap_or((0, 0))
 }
 
 fn nproc_limit() -> String {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut lim) } != 0 {
+    let Some((soft, hard)) = sys::rlimit(libc::RLIMIT_NPROC) else {
         return "unreadable".to_string();
-    }
+    };
     let show = |v: libc::rlim_t| {
         if v == libc::RLIM_INFINITY {
             "unlimited".to_string()
@@ -176,18 +163,11 @@ fn nproc_limit() -> String {
             v.to_string()
         }
     };
-    format!("{} / {}", show(lim.rlim_cur), show(lim.rlim_max))
+    format!("{} / {}", show(soft), show(hard))
 }
 
 fn mem_total() -> String {
-    fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or("unknown".to_string(), |kb| {
-            format!("{:.1} GiB", kb as f64 / (1024.0 * 1024.0))
-        })
+    sys::meminfo("MemTotal").map_or("unknown".to_string(), |bytes| {
+        format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+    })
 }

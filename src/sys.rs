@@ -146,12 +146,7 @@ pub struct KernelMemory {
 impl KernelMemory {
     pub fn read() -> KernelMemory {
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let field = |name: &str| {
-            meminfo
-                .lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .map_or(0, |v| parse_kb(v) * 1024)
-        };
+        let field = |name: &str| kb_field(&meminfo, name).unwrap_or(0);
         let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
         let tcp: Vec<&str> = sockstat
             .lines()
@@ -187,16 +182,10 @@ impl KernelMemory {
 /// and its anonymous part (the heap and stacks, without the binary's and libraries' pages).
 pub fn pss_bytes(pid: u32) -> io::Result<(u64, u64)> {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
-    let field = |name: &str| {
-        rollup
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(parse_kb)
-    };
-    let pss = field("Pss")
+    let pss = kb_field(&rollup, "Pss")
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Pss in smaps_rollup"))?;
     // Pss_Anon is there since Linux 5.10; before it, the whole PSS stands in.
-    Ok((pss * 1024, field("Pss_Anon").unwrap_or(pss) * 1024))
+    Ok((pss, kb_field(&rollup, "Pss_Anon").unwrap_or(pss)))
 }
 
 /// CPU time a process has used so far, user and system, from `/proc/PID/stat`.
@@ -218,6 +207,28 @@ pub fn cpu_time(pid: u32) -> io::Result<std::time::Duration> {
     Ok(std::time::Duration::from_micros(
         (user + system) * 1_000_000 / per_sec,
     ))
+}
+
+/// A field of `/proc/meminfo`, in bytes.
+pub fn meminfo(name: &str) -> Option<u64> {
+    kb_field(&std::fs::read_to_string("/proc/meminfo").ok()?, name)
+}
+
+/// The `NAME:  123 kB` line of a `/proc` file, in bytes.
+fn kb_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(|v| parse_kb(v) * 1024)
+}
+
+/// `RLIMIT_*`'s `(soft, hard)` limits (`RLIM_INFINITY` for none).
+pub fn rlimit(resource: libc::__rlimit_resource_t) -> Option<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    (unsafe { libc::getrlimit(resource, &mut lim) } == 0).then_some((lim.rlim_cur, lim.rlim_max))
 }
 
 fn page_size() -> u64 {
