@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use super::chart::{self, Panel, Series};
 use super::harness::{self, fmt_us, LoadProc};
+use super::report;
 use super::scaling::{plan, settle};
+use super::web::{self, column, Axis, Chart, Meta, Web, WebArgs};
 use crate::app::config::Model;
 use crate::capacity::{self, thousands, Limits};
 use crate::sys::{self, KernelMemory};
@@ -46,6 +48,8 @@ pub struct Args {
     /// Where to write results [default: results/fanout].
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub web: WebArgs,
 }
 
 /// One step of one model.
@@ -101,6 +105,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     );
     println!("machine: {}", harness::machine());
     println!("command: {}", harness::command_line());
+    let web = Web::start(&args.web, &dashboard(&models))?;
     let blocking_max = capacity::blocking(&limits, 1).max();
     let quiet_sockets = KernelMemory::read().tcp_sockets;
     let mut rows = Vec::new();
@@ -117,21 +122,78 @@ pub fn run(args: &Args) -> Result<(), String> {
                 continue;
             }
             settle(quiet_sockets);
-            let row = measure(&dir, model, n, args, &limits)?;
+            let row = measure(&dir, model, n, args, &limits, &web)?;
             print_row(&row);
+            web.row(&row.model, n as f64, web_values(&row));
             rows.push(row);
         }
     }
     println!();
-    if let Some(&n) = steps.last() {
-        println!("{}", verdict(&rows, n));
+    let verdict: Vec<String> = steps
+        .last()
+        .map(|&n| verdict(&rows, n))
+        .into_iter()
+        .collect();
+    for line in &verdict {
+        println!("{line}");
     }
     write_results(&dir, &rows)?;
+    report::write(
+        &dir,
+        "fanout: one event to N subscribers",
+        &verdict,
+        &["fanout-delivery.svg", "fanout-probe.svg"],
+        &["fanout.csv"],
+    )?;
     println!(
-        "\nresults: {}/ (fanout.json, fanout.csv, fanout-delivery.svg, fanout-probe.svg)",
+        "\nresults: {}/ (fanout.json, fanout.csv, fanout-delivery.svg, fanout-probe.svg, report.html)",
         dir.display()
     );
+    web.finish(&verdict, &format!("{}/report.html", dir.display()));
     Ok(())
+}
+
+/// The dashboard's charts: one point per step and model, the floor beside the models.
+fn dashboard(models: &[Model]) -> Meta {
+    Meta {
+        experiment: "fanout",
+        title: "fanout: one event to N subscribers".to_string(),
+        command: harness::command_line(),
+        machine: harness::machine(),
+        x: Axis {
+            label: "subscribers",
+            log: true,
+        },
+        points: true,
+        series: models.iter().map(|m| m.name().to_string()).collect(),
+        charts: vec![
+            Chart::new("delivery_p50_ms", "delivery latency p50", "ms", true),
+            Chart::new("delivery_p99_ms", "delivery latency p99", "ms", true),
+            Chart::new("probe_p99_ms", "probe p99 during the fan-out", "ms", true),
+            Chart::new("cpu_us", "server CPU per delivery", "µs", true),
+        ],
+        columns: vec![
+            column("held", "held", ""),
+            column("delivery_p50_ms", "p50", "ms"),
+            column("delivery_p99_ms", "p99", "ms"),
+            column("delivery_max_ms", "max", "ms"),
+            column("cpu_us", "CPU/delivery", "µs"),
+            column("probe_p99_ms", "probe p99", "ms"),
+            column("probe_timeouts", "probe t/o", ""),
+        ],
+    }
+}
+
+fn web_values(r: &Row) -> serde_json::Value {
+    serde_json::json!({
+        "held": r.held,
+        "delivery_p50_ms": web::ms(r.delivery_p50_us),
+        "delivery_p99_ms": web::ms(r.delivery_p99_us),
+        "delivery_max_ms": web::ms(r.delivery_max_us),
+        "cpu_us": r.cpu_ns_per_delivery.map(|ns| ns / 1000.0),
+        "probe_p99_ms": web::ms(r.probe_p99_us),
+        "probe_timeouts": r.probe_timeouts,
+    })
 }
 
 /// A period long enough for one fan-out to finish with room to spare: 20 µs per subscriber
@@ -140,7 +202,14 @@ fn period_ms(n: u64) -> u64 {
     (n / 50).max(500)
 }
 
-fn measure(dir: &Path, model: Model, n: u64, args: &Args, limits: &Limits) -> Result<Row, String> {
+fn measure(
+    dir: &Path,
+    model: Model,
+    n: u64,
+    args: &Args,
+    limits: &Limits,
+    web: &Web,
+) -> Result<Row, String> {
     let period = period_ms(n);
     let (mut server, workers) = harness::start_sized(
         model,
@@ -179,6 +248,7 @@ fn measure(dir: &Path, model: Model, n: u64, args: &Args, limits: &Limits) -> Re
         let Some(last) = load.history.last() else {
             continue;
         };
+        web.status(&harness::progress(model.name(), n, last));
         if harness::ramp_over(last, n) {
             let cpu = tree_cpu(server.pid());
             let at = (cpu, load.history.len());

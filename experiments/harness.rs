@@ -121,6 +121,19 @@ pub fn ramp_over(s: &Second, n: u64) -> bool {
     s.attempted >= n && s.connecting == 0 && s.open > 0
 }
 
+/// One line of a step's progress, for the dashboard.
+pub fn progress(model: &str, step: u64, s: &Second) -> String {
+    format!(
+        "{model} {}: {:.0} s, {} held, {} connecting, {} failed, probe p99 {}",
+        crate::capacity::thousands(step),
+        s.t_s,
+        crate::capacity::thousands(s.open),
+        s.connecting,
+        s.failed.total(),
+        fmt_us(s.probe_p99_us)
+    )
+}
+
 /// A CSV cell for a value that may be missing (empty then).
 pub fn opt_cell(v: Option<u64>) -> String {
     v.map_or(String::new(), |v| v.to_string())

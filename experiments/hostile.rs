@@ -269,8 +269,16 @@ pub fn run(args: &Args) -> Result<(), String> {
     println!();
     print_tables(&results);
     write_results(&dir, &args, &targets, &results)?;
+    let verdict: Vec<String> = results.iter().map(|r| r.verdict.clone()).collect();
+    super::report::write(
+        &dir,
+        "hostile: misbehaving clients against each model",
+        &verdict,
+        &["hostile.svg"],
+        &["hostile.csv", "hostile-phases.csv"],
+    )?;
     println!(
-        "\nresults: {}/ (hostile.json, hostile.csv, hostile-phases.csv, hostile.svg)",
+        "\nresults: {}/ (hostile.json, hostile.csv, hostile-phases.csv, hostile.svg, report.html)",
         dir.display()
     );
     Ok(())

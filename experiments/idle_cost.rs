@@ -93,8 +93,24 @@ pub fn run(args: &Args) -> Result<(), String> {
         }
     }
     write_results(&dir, &rows)?;
+    let summary: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}: {} of {} connections held, {:.0} B of resident memory and {:.2} threads per connection",
+                r.model, r.kind, r.established, r.clients, r.rss_per_conn, r.threads_per_conn
+            )
+        })
+        .collect();
+    super::report::write(
+        &dir,
+        "idle-cost: memory and threads per idle connection",
+        &summary,
+        &["idle-cost.svg"],
+        &["idle-cost.csv"],
+    )?;
     println!(
-        "\nresults: {}/ (idle-cost.json, idle-cost.csv, idle-cost.svg)",
+        "\nresults: {}/ (idle-cost.json, idle-cost.csv, idle-cost.svg, report.html)",
         dir.display()
     );
     Ok(())

@@ -7,8 +7,10 @@ pub mod fanout;
 mod harness;
 pub mod hostile;
 pub mod idle_cost;
+mod report;
 pub mod scaling;
 pub mod starvation;
+pub mod web;
 
 /// `c10k run EXPERIMENT`
 #[derive(Debug, clap::Subcommand)]

@@ -10,6 +10,8 @@ use serde::Serialize;
 
 use super::chart::{self, Panel, Series};
 use super::harness::{self, fmt_us, LoadProc};
+use super::report;
+use super::web::{self, column, Axis, Chart, Meta, Web, WebArgs};
 use crate::app::config::Model;
 use crate::capacity::{self, thousands, Limits};
 use crate::load::report::Report;
@@ -52,6 +54,8 @@ pub struct Args {
     /// Where to write results [default: results/scaling].
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub web: WebArgs,
 }
 
 /// One step of one model, once held.
@@ -125,14 +129,16 @@ pub fn run(args: &Args) -> Result<(), String> {
     println!("machine: {}", harness::machine());
     println!("command: {}", harness::command_line());
     warn_about_limits(&limits, target);
+    let web = Web::start(&args.web, &dashboard(args))?;
     let mut rows = Vec::new();
     let quiet_sockets = KernelMemory::read().tcp_sockets;
     for &model in &args.models {
         println!();
         for &n in &steps {
             settle(quiet_sockets);
-            let row = measure(&dir, model, n, args, &limits)?;
+            let row = measure(&dir, model, n, args, &limits, &web)?;
             print_row(&row);
+            web.row(&row.model, n as f64, web_values(&row));
             let stop = row.stopped_by.is_some();
             rows.push(row);
             if stop {
@@ -141,17 +147,84 @@ pub fn run(args: &Args) -> Result<(), String> {
         }
     }
     println!();
-    for model in &args.models {
-        if let Some(last) = rows.iter().rev().find(|r| r.model == model.name()) {
-            println!("{}", verdict(last, &rows));
-        }
+    let verdict: Vec<String> = args
+        .models
+        .iter()
+        .filter_map(|m| rows.iter().rev().find(|r| r.model == m.name()))
+        .map(|last| verdict(last, &rows))
+        .collect();
+    for line in &verdict {
+        println!("{line}");
     }
     write_results(&dir, args, &rows)?;
+    report::write(
+        &dir,
+        &format!("scaling: idle {} connections", args.kind.name()),
+        &verdict,
+        &[
+            "scaling-memory.svg",
+            "scaling-latency.svg",
+            "scaling-threads.svg",
+        ],
+        &["scaling.csv"],
+    )?;
     println!(
-        "\nresults: {}/ (scaling.json, scaling.csv, scaling-memory.svg, scaling-latency.svg, scaling-threads.svg)",
+        "\nresults: {}/ (scaling.json, scaling.csv, scaling-memory.svg, scaling-latency.svg, scaling-threads.svg, report.html)",
         dir.display()
     );
+    web.finish(&verdict, &format!("{}/report.html", dir.display()));
     Ok(())
+}
+
+/// The dashboard's charts: one point per step and model.
+fn dashboard(args: &Args) -> Meta {
+    Meta {
+        experiment: "scaling",
+        title: format!("scaling: idle {} connections", args.kind.name()),
+        command: harness::command_line(),
+        machine: harness::machine(),
+        x: Axis {
+            label: "connections",
+            log: true,
+        },
+        points: true,
+        series: args.models.iter().map(|m| m.name().to_string()).collect(),
+        charts: vec![
+            Chart::new("user_b", "user memory per connection", "B", true),
+            Chart::new("kernel_b", "kernel memory per connection", "B", true),
+            Chart::new("threads", "server threads", "threads", true),
+            Chart::new("probe_p99_ms", "probe p99 while held", "ms", true),
+            Chart::new("event_p99_ms", "tick delivery p99", "ms", true),
+            Chart::new(
+                "accepted_per_s",
+                "accepted per second in the ramp",
+                "conn/s",
+                false,
+            ),
+        ],
+        columns: vec![
+            column("held", "held", ""),
+            column("failed", "failed", ""),
+            column("user_b", "user/conn", "B"),
+            column("kernel_b", "kernel/conn", "B"),
+            column("threads", "threads", ""),
+            column("probe_p99_ms", "probe p99", "ms"),
+            column("event_p99_ms", "tick p99", "ms"),
+        ],
+    }
+}
+
+fn web_values(r: &Row) -> serde_json::Value {
+    serde_json::json!({
+        "held": r.held,
+        "failed": r.failed,
+        "user_b": r.user_bytes_per_conn,
+        "kernel_b": r.kernel_bytes_per_conn,
+        "threads": r.threads,
+        "probe_p99_ms": web::ms(r.probe_p99_us),
+        "event_p99_ms": web::ms(r.event_p99_us),
+        "accepted_per_s": r.accepted_per_sec,
+    })
 }
 
 /// Waits (at most 30 s) until the sockets of the step before are gone from the kernel: a
@@ -235,7 +308,14 @@ fn tick_ms(n: u64) -> u64 {
     (n / 10).clamp(1_000, 10_000)
 }
 
-fn measure(dir: &Path, model: Model, n: u64, args: &Args, limits: &Limits) -> Result<Row, String> {
+fn measure(
+    dir: &Path,
+    model: Model,
+    n: u64,
+    args: &Args,
+    limits: &Limits,
+    web: &Web,
+) -> Result<Row, String> {
     let tick = tick_ms(n);
     let hold_s = args.hold_s.max((2 * tick).div_ceil(1000) + 1);
     let (mut server, workers) =
@@ -281,6 +361,9 @@ fn measure(dir: &Path, model: Model, n: u64, args: &Args, limits: &Limits) -> Re
                 s.failed.total(),
                 fmt_us(s.probe_p99_us)
             );
+        }
+        if let Some(last) = load.history.get(shown..).and_then(|h| h.last()) {
+            web.status(&harness::progress(model.name(), n, last));
         }
         shown = load.history.len();
         // Kernel memory counts once the ramp is over, while everything is held.

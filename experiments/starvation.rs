@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use super::chart::{self, Panel, Series};
 use super::harness::{self, fmt_mib, fmt_us, LoadProc, ServerProc};
+use super::report;
+use super::web::{self, column, Axis, Chart, Meta, Web, WebArgs};
 use crate::app::config::{ServerConfig, Threads};
 use crate::load::report::{Report, Second};
 use crate::load::Kind;
@@ -46,6 +48,8 @@ pub struct Args {
     /// Where to write results [default: results/starvation].
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub web: WebArgs,
 }
 
 /// What one model did, as the verdict and the tests read it.
@@ -169,6 +173,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         )?,
     ];
 
+    let web = Web::start(&args.web, &dashboard(&args, &blocking_label))?;
     println!();
     println!(
         "{:>5} │ {:^45} │ {:^45}",
@@ -193,6 +198,18 @@ pub fn run(args: &Args) -> Result<(), String> {
             let (a, z) = (e.get(shown), b.get(shown));
             let t = a.or(z).map_or(0.0, |s| s.t_s);
             println!("{:>4.0}s │ {} │ {}", t, live_cells(a), live_cells(z));
+            let prev = |h: &[Second]| {
+                shown
+                    .checked_sub(1)
+                    .and_then(|i| h.get(i))
+                    .map_or(0, |p| p.probe_timeouts)
+            };
+            if let Some(a) = a {
+                web.row("evented", a.t_s, web_values(a, prev(e)));
+            }
+            if let Some(z) = z {
+                web.row(&blocking_label, z.t_s, web_values(z, prev(b)));
+            }
             shown += 1;
         }
         if done[0] && done[1] {
@@ -215,11 +232,74 @@ pub fn run(args: &Args) -> Result<(), String> {
         println!("{}", o.verdict);
     }
     write_results(&dir, &args, clients, ramp, &outcomes, &report_e, &report_b)?;
+    let verdict: Vec<String> = outcomes.iter().map(|o| o.verdict.clone()).collect();
+    report::write(
+        &dir,
+        &format!("starvation: {blocking_label} vs evented"),
+        &verdict,
+        &["starvation.svg"],
+        &["starvation.csv"],
+    )?;
     println!(
-        "\nresults: {}/ (starvation.json, starvation.csv, starvation.svg)",
+        "\nresults: {}/ (starvation.json, starvation.csv, starvation.svg, report.html)",
         dir.display()
     );
+    web.finish(&verdict, &format!("{}/report.html", dir.display()));
     Ok(())
+}
+
+/// The dashboard's charts: the terminal view's columns, over time, both models side by side.
+fn dashboard(args: &Args, blocking_label: &str) -> Meta {
+    Meta {
+        experiment: "starvation",
+        title: format!("starvation: {blocking_label} vs evented"),
+        command: harness::command_line(),
+        machine: harness::machine(),
+        x: Axis {
+            label: "seconds",
+            log: false,
+        },
+        points: false,
+        series: vec!["evented".to_string(), blocking_label.to_string()],
+        charts: vec![
+            Chart::new("held", "long-lived clients held", "clients", false),
+            Chart::new("waiting", "clients waiting for an answer", "clients", false),
+            Chart::new("probe_p99_ms", "probe latency p99", "ms", true).marked(
+                "probe_timed_out",
+                "a probe timed out",
+                args.probe_timeout_ms as f64,
+            ),
+            Chart::new("event_p99_ms", "event delivery p99", "ms", true),
+            Chart::new("threads", "server threads", "threads", false),
+            Chart::new("rss_mib", "server resident memory", "MiB", false),
+        ],
+        columns: vec![
+            column("held", "held", ""),
+            column("waiting", "waiting", ""),
+            column("failed", "failed", ""),
+            column("probe_p99_ms", "probe p99", "ms"),
+            column("probe_timeouts", "probes timed out", ""),
+            column("event_p99_ms", "event p99", "ms"),
+            column("threads", "threads", ""),
+            column("rss_mib", "RSS", "MiB"),
+        ],
+    }
+}
+
+/// One second of a load run as the dashboard's row; `timeouts_before` is the count a second ago.
+fn web_values(s: &Second, timeouts_before: u64) -> serde_json::Value {
+    let server = s.server.as_ref();
+    serde_json::json!({
+        "held": s.open,
+        "waiting": s.connecting,
+        "failed": s.failed.total(),
+        "probe_p99_ms": web::ms(s.probe_p99_us),
+        "probe_timeouts": s.probe_timeouts,
+        "probe_timed_out": s.probe_timeouts > timeouts_before,
+        "event_p99_ms": web::ms(s.event_p99_us),
+        "threads": server.map(|v| v.threads),
+        "rss_mib": server.map(|v| web::mib(v.rss_bytes)),
+    })
 }
 
 fn live_cells(s: Option<&Second>) -> String {

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod blocking;
 pub mod capacity;
+pub mod dashboard;
 pub mod doctor;
 pub mod evented;
 #[path = "../experiments/mod.rs"]
