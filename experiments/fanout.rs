@@ -158,8 +158,6 @@ fn dashboard(models: &[Model]) -> Meta {
     Meta {
         experiment: "fanout",
         title: "fanout: one event to N subscribers".to_string(),
-        command: harness::command_line(),
-        machine: harness::machine(),
         x: Axis {
             label: "subscribers",
             log: true,

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chart::{self, Panel, Series};
 use super::harness::{self, fmt_mib, fmt_us, LoadProc, ServerProc};
+use super::web::{self, column, Axis, Chart, Meta, Web, WebArgs};
 use crate::load::hostile::{HostileReport, HostileSecond, Tally};
 use crate::load::report::Second;
 use crate::sys;
@@ -58,6 +59,8 @@ pub struct Args {
     /// Where to write results [default: results/hostile].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub web: WebArgs,
 }
 
 /// The servers' tick, so good subscribers have events to time.
@@ -259,10 +262,11 @@ pub fn run(args: &Args) -> Result<(), String> {
     );
     println!("machine: {}", harness::machine());
     println!("command: {}", harness::command_line());
+    let web = Web::start(&args.web, &dashboard(&targets))?;
 
     let mut results = Vec::new();
     for target in &targets {
-        let result = attack(&args, target, &dir)?;
+        let result = attack(&args, target, &dir, &web)?;
         println!("{}", result.verdict);
         results.push(result);
     }
@@ -281,11 +285,54 @@ pub fn run(args: &Args) -> Result<(), String> {
         "\nresults: {}/ (hostile.json, hostile.csv, hostile-phases.csv, hostile.svg, report.html)",
         dir.display()
     );
+    web.finish(&verdict, &format!("{}/report.html", dir.display()));
     Ok(())
 }
 
+/// The dashboard's charts: the terminal view's columns over each server's run.
+fn dashboard(targets: &[Target]) -> Meta {
+    Meta {
+        experiment: "hostile",
+        title: "hostile: misbehaving clients against each model".to_string(),
+        x: Axis {
+            label: "seconds",
+            log: false,
+        },
+        points: false,
+        series: targets.iter().map(|t| t.label.clone()).collect(),
+        charts: vec![
+            Chart::new(
+                "hostile",
+                "misbehaving connections open",
+                "connections",
+                false,
+            ),
+            Chart::new("subscribers", "good subscribers held", "clients", false),
+            Chart::new("probe_p99_ms", "probe latency p99", "ms", true),
+            Chart::new(
+                "event_p99_ms",
+                "event delivery p99 to the good ones",
+                "ms",
+                true,
+            ),
+            Chart::new("cpu_pct", "server CPU", "%", false),
+            Chart::new("fds", "server descriptors", "fds", false),
+        ],
+        columns: vec![
+            column("phase", "phase", ""),
+            column("hostile", "hostile", ""),
+            column("subscribers", "subs", ""),
+            column("probe_p99_ms", "probe p99", "ms"),
+            column("probe_timeouts", "t/o", ""),
+            column("event_p99_ms", "event p99", "ms"),
+            column("cpu_pct", "CPU", "%"),
+            column("rss_mib", "RSS", "MiB"),
+        ],
+    }
+}
+
 /// Runs the three phases against one server.
-fn attack(args: &Args, target: &Target, dir: &Path) -> Result<TargetResult, String> {
+fn attack(args: &Args, target: &Target, dir: &Path, web: &Web) -> Result<TargetResult, String> {
     println!("\n── {} ──", target.label);
     let mut server = ServerProc::start(&target.label, &target.args)?;
     let pid = server.pid();
@@ -448,6 +495,21 @@ fn attack(args: &Args, target: &Target, dir: &Path) -> Result<TargetResult, Stri
                     fmt_mib(reading.rss_bytes),
                     reading.fds,
                     reading.threads
+                );
+                web.row(
+                    &target.label,
+                    t,
+                    serde_json::json!({
+                        "phase": phase.name(),
+                        "hostile": hostile.is_some().then_some(hostile_last.open),
+                        "subscribers": sub.map_or(0, |s| s.open),
+                        "probe_p99_ms": web::ms(probe_last.probe_p99_us),
+                        "probe_timeouts": probe_last.probe_timeouts,
+                        "event_p99_ms": web::ms(sub.and_then(|s| s.event_p99_us)),
+                        "cpu_pct": cpu_1s,
+                        "rss_mib": web::mib(reading.rss_bytes),
+                        "fds": reading.fds,
+                    }),
                 );
             }
         }

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::chart::{self, Panel, Series};
 use super::harness::{self, fmt_mib, LoadProc, ServerProc};
+use super::web::{self, column, Axis, Chart, Meta, Web, WebArgs};
 use crate::app::config::Model;
 use crate::load::Kind;
 
@@ -36,6 +37,8 @@ pub struct Args {
     /// Where to write results [default: results/idle-cost].
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub web: WebArgs,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,6 +61,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     println!("idle cost: resident memory and threads per idle connection");
     println!("machine: {}", harness::machine());
     println!("command: {}", harness::command_line());
+    let web = Web::start(&args.web, &dashboard(args))?;
     println!();
     println!(
         "{:<9} {:<6} {:>8} {:>8} {:>11} {:>11} {:>12} {:>8} {:>9}",
@@ -88,6 +92,16 @@ pub fn run(args: &Args) -> Result<(), String> {
                     row.threads_held,
                     row.threads_per_conn
                 );
+                web.row(
+                    &format!("{} {}", row.model, row.kind),
+                    n as f64,
+                    serde_json::json!({
+                        "held": row.established,
+                        "rss_b": row.rss_per_conn,
+                        "threads_per_conn": row.threads_per_conn,
+                        "rss_mib": web::mib(row.rss_held),
+                    }),
+                );
                 rows.push(row);
             }
         }
@@ -113,6 +127,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         "\nresults: {}/ (idle-cost.json, idle-cost.csv, idle-cost.svg, report.html)",
         dir.display()
     );
+    web.finish(&summary, &format!("{}/report.html", dir.display()));
     Ok(())
 }
 
@@ -195,6 +210,45 @@ fn measure(
         threads_per_conn: per(held.threads, before.threads),
         fds_held: held.fds,
     })
+}
+
+/// The dashboard's charts: one point per model, kind and number of clients.
+fn dashboard(args: &Args) -> Meta {
+    let series = args
+        .models
+        .iter()
+        .flat_map(|m| {
+            args.kinds
+                .iter()
+                .map(move |k| format!("{} {}", m.name(), k.name()))
+        })
+        .collect();
+    Meta {
+        experiment: "idle-cost",
+        title: "idle-cost: memory and threads per idle connection".to_string(),
+        x: Axis {
+            label: "idle clients",
+            log: true,
+        },
+        points: true,
+        series,
+        charts: vec![
+            Chart::new("rss_b", "resident memory per connection", "B", true),
+            Chart::new(
+                "threads_per_conn",
+                "threads per connection",
+                "threads",
+                false,
+            ),
+            Chart::new("rss_mib", "server resident memory, all held", "MiB", true),
+        ],
+        columns: vec![
+            column("held", "held", ""),
+            column("rss_b", "RSS/conn", "B"),
+            column("threads_per_conn", "threads/conn", ""),
+            column("rss_mib", "RSS", "MiB"),
+        ],
+    }
 }
 
 fn write_results(dir: &std::path::Path, rows: &[Row]) -> Result<(), String> {

@@ -181,8 +181,6 @@ fn dashboard(args: &Args) -> Meta {
     Meta {
         experiment: "scaling",
         title: format!("scaling: idle {} connections", args.kind.name()),
-        command: harness::command_line(),
-        machine: harness::machine(),
         x: Axis {
             label: "connections",
             log: true,

@@ -253,8 +253,6 @@ fn dashboard(args: &Args, blocking_label: &str) -> Meta {
     Meta {
         experiment: "starvation",
         title: format!("starvation: {blocking_label} vs evented"),
-        command: harness::command_line(),
-        machine: harness::machine(),
         x: Axis {
             label: "seconds",
             log: false,

@@ -27,8 +27,6 @@ pub struct WebArgs {
 pub struct Meta {
     pub experiment: &'static str,
     pub title: String,
-    pub command: String,
-    pub machine: String,
     pub x: Axis,
     /// Whether each row is a point worth marking (a step), not one of many seconds.
     pub points: bool,
@@ -115,7 +113,20 @@ impl Web {
             dashboard: Some(dashboard),
             linger,
         };
-        web.send("meta", meta);
+        // The command and the machine, as every result says them.
+        #[derive(Serialize)]
+        struct Described<'a> {
+            command: String,
+            machine: String,
+            #[serde(flatten)]
+            meta: &'a Meta,
+        }
+        let described = Described {
+            command: super::harness::command_line(),
+            machine: super::harness::machine(),
+            meta,
+        };
+        web.send("meta", &described);
         Ok(web)
     }
 
