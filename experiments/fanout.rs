@@ -14,7 +14,7 @@ use super::chart::{self, Panel, Series};
 use super::harness::{self, fmt_us, LoadProc};
 use super::report;
 use super::scaling::{plan, settle};
-use super::web::{self, column, Axis, Chart, Meta, Web, WebArgs};
+use super::web::{column, Axis, Chart, Meta, Web, WebArgs};
 use crate::app::config::Model;
 use crate::capacity::{self, thousands, Limits};
 use crate::sys::{self, KernelMemory};
@@ -156,7 +156,6 @@ pub fn run(args: &Args) -> Result<(), String> {
 /// The dashboard's charts: one point per step and model, the floor beside the models.
 fn dashboard(models: &[Model]) -> Meta {
     Meta {
-        experiment: "fanout",
         title: "fanout: one event to N subscribers".to_string(),
         x: Axis {
             label: "subscribers",
@@ -185,11 +184,11 @@ fn dashboard(models: &[Model]) -> Meta {
 fn web_values(r: &Row) -> serde_json::Value {
     serde_json::json!({
         "held": r.held,
-        "delivery_p50_ms": web::ms(r.delivery_p50_us),
-        "delivery_p99_ms": web::ms(r.delivery_p99_us),
-        "delivery_max_ms": web::ms(r.delivery_max_us),
+        "delivery_p50_ms": harness::ms(r.delivery_p50_us),
+        "delivery_p99_ms": harness::ms(r.delivery_p99_us),
+        "delivery_max_ms": harness::ms(r.delivery_max_us),
         "cpu_us": r.cpu_ns_per_delivery.map(|ns| ns / 1000.0),
-        "probe_p99_ms": web::ms(r.probe_p99_us),
+        "probe_p99_ms": harness::ms(r.probe_p99_us),
         "probe_timeouts": r.probe_timeouts,
     })
 }
@@ -240,13 +239,17 @@ fn measure(
     let mut held_from: Option<(Duration, usize)> = None;
     let mut held_to: Option<(Duration, usize)> = None;
     let started = Instant::now();
+    let mut reported = 0;
     while !load.finished() {
         thread::sleep(Duration::from_millis(100));
         load.poll();
         let Some(last) = load.history.last() else {
             continue;
         };
-        web.status(&harness::progress(model.name(), n, last));
+        if load.history.len() > reported {
+            reported = load.history.len();
+            web.status(&harness::progress(model.name(), n, last));
+        }
         if harness::ramp_over(last, n) {
             let cpu = tree_cpu(server.pid());
             let at = (cpu, load.history.len());

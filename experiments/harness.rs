@@ -313,7 +313,23 @@ pub fn fmt_us(us: Option<u64>) -> String {
 
 /// `12.3 MiB`.
 pub fn fmt_mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    format!("{:.1} MiB", mib(bytes))
+}
+
+/// Milliseconds from microseconds, for charts in ms.
+pub fn ms(us: Option<u64>) -> Option<f64> {
+    us.map(|us| us as f64 / 1000.0)
+}
+
+/// MiB from bytes.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Whether probes timed out in second `i` of `seconds` (their count is cumulative).
+pub fn probes_timed_out_in(seconds: &[Second], i: usize) -> bool {
+    let before = i.checked_sub(1).map_or(0, |j| seconds[j].probe_timeouts);
+    seconds.get(i).is_some_and(|s| s.probe_timeouts > before)
 }
 
 /// What this machine is, for the header of every result.

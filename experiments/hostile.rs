@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chart::{self, Panel, Series};
 use super::harness::{self, fmt_mib, fmt_us, LoadProc, ServerProc};
-use super::web::{self, column, Axis, Chart, Meta, Web, WebArgs};
+use super::web::{column, Axis, Chart, Meta, Web, WebArgs};
 use crate::load::hostile::{HostileReport, HostileSecond, Tally};
 use crate::load::report::Second;
 use crate::sys;
@@ -292,7 +292,6 @@ pub fn run(args: &Args) -> Result<(), String> {
 /// The dashboard's charts: the terminal view's columns over each server's run.
 fn dashboard(targets: &[Target]) -> Meta {
     Meta {
-        experiment: "hostile",
         title: "hostile: misbehaving clients against each model".to_string(),
         x: Axis {
             label: "seconds",
@@ -503,11 +502,11 @@ fn attack(args: &Args, target: &Target, dir: &Path, web: &Web) -> Result<TargetR
                         "phase": phase.name(),
                         "hostile": hostile.is_some().then_some(hostile_last.open),
                         "subscribers": sub.map_or(0, |s| s.open),
-                        "probe_p99_ms": web::ms(probe_last.probe_p99_us),
+                        "probe_p99_ms": harness::ms(probe_last.probe_p99_us),
                         "probe_timeouts": probe_last.probe_timeouts,
-                        "event_p99_ms": web::ms(sub.and_then(|s| s.event_p99_us)),
+                        "event_p99_ms": harness::ms(sub.and_then(|s| s.event_p99_us)),
                         "cpu_pct": cpu_1s,
-                        "rss_mib": web::mib(reading.rss_bytes),
+                        "rss_mib": harness::mib(reading.rss_bytes),
                         "fds": reading.fds,
                     }),
                 );

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::chart::{self, Panel, Series};
 use super::harness::{self, fmt_mib, LoadProc, ServerProc};
-use super::web::{self, column, Axis, Chart, Meta, Web, WebArgs};
+use super::web::{column, Axis, Chart, Meta, Web, WebArgs};
 use crate::app::config::Model;
 use crate::load::Kind;
 
@@ -99,7 +99,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                         "held": row.established,
                         "rss_b": row.rss_per_conn,
                         "threads_per_conn": row.threads_per_conn,
-                        "rss_mib": web::mib(row.rss_held),
+                        "rss_mib": harness::mib(row.rss_held),
                     }),
                 );
                 rows.push(row);
@@ -224,7 +224,6 @@ fn dashboard(args: &Args) -> Meta {
         })
         .collect();
     Meta {
-        experiment: "idle-cost",
         title: "idle-cost: memory and threads per idle connection".to_string(),
         x: Axis {
             label: "idle clients",

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::chart::{self, Panel, Series};
 use super::harness::{self, fmt_us, LoadProc};
 use super::report;
-use super::web::{self, column, Axis, Chart, Meta, Web, WebArgs};
+use super::web::{column, Axis, Chart, Meta, Web, WebArgs};
 use crate::app::config::Model;
 use crate::capacity::{self, thousands, Limits};
 use crate::load::report::Report;
@@ -179,7 +179,6 @@ pub fn run(args: &Args) -> Result<(), String> {
 /// The dashboard's charts: one point per step and model.
 fn dashboard(args: &Args) -> Meta {
     Meta {
-        experiment: "scaling",
         title: format!("scaling: idle {} connections", args.kind.name()),
         x: Axis {
             label: "connections",
@@ -219,8 +218,8 @@ fn web_values(r: &Row) -> serde_json::Value {
         "user_b": r.user_bytes_per_conn,
         "kernel_b": r.kernel_bytes_per_conn,
         "threads": r.threads,
-        "probe_p99_ms": web::ms(r.probe_p99_us),
-        "event_p99_ms": web::ms(r.event_p99_us),
+        "probe_p99_ms": harness::ms(r.probe_p99_us),
+        "event_p99_ms": harness::ms(r.event_p99_us),
         "accepted_per_s": r.accepted_per_sec,
     })
 }
@@ -690,7 +689,7 @@ fn draw_charts(dir: &Path, rows: &[Row]) -> Result<(), String> {
             series: memory,
         }],
     )?;
-    let ms = |us: Option<u64>| us.map(|us| us as f64 / 1000.0);
+    let ms = harness::ms;
     let mut latency = series("probe p99 while held", &|r| ms(r.probe_p99_us), false);
     latency.extend(series("tick delivery p99", &|r| ms(r.event_p99_us), true));
     chart::draw_with_x(

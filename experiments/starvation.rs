@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::chart::{self, Panel, Series};
 use super::harness::{self, fmt_mib, fmt_us, LoadProc, ServerProc};
 use super::report;
-use super::web::{self, column, Axis, Chart, Meta, Web, WebArgs};
+use super::web::{column, Axis, Chart, Meta, Web, WebArgs};
 use crate::app::config::{ServerConfig, Threads};
 use crate::load::report::{Report, Second};
 use crate::load::Kind;
@@ -198,17 +198,19 @@ pub fn run(args: &Args) -> Result<(), String> {
             let (a, z) = (e.get(shown), b.get(shown));
             let t = a.or(z).map_or(0.0, |s| s.t_s);
             println!("{:>4.0}s │ {} │ {}", t, live_cells(a), live_cells(z));
-            let prev = |h: &[Second]| {
-                shown
-                    .checked_sub(1)
-                    .and_then(|i| h.get(i))
-                    .map_or(0, |p| p.probe_timeouts)
-            };
             if let Some(a) = a {
-                web.row("evented", a.t_s, web_values(a, prev(e)));
+                web.row(
+                    "evented",
+                    a.t_s,
+                    web_values(a, harness::probes_timed_out_in(e, shown)),
+                );
             }
             if let Some(z) = z {
-                web.row(&blocking_label, z.t_s, web_values(z, prev(b)));
+                web.row(
+                    &blocking_label,
+                    z.t_s,
+                    web_values(z, harness::probes_timed_out_in(b, shown)),
+                );
             }
             shown += 1;
         }
@@ -251,7 +253,6 @@ pub fn run(args: &Args) -> Result<(), String> {
 /// The dashboard's charts: the terminal view's columns, over time, both models side by side.
 fn dashboard(args: &Args, blocking_label: &str) -> Meta {
     Meta {
-        experiment: "starvation",
         title: format!("starvation: {blocking_label} vs evented"),
         x: Axis {
             label: "seconds",
@@ -284,19 +285,19 @@ fn dashboard(args: &Args, blocking_label: &str) -> Meta {
     }
 }
 
-/// One second of a load run as the dashboard's row; `timeouts_before` is the count a second ago.
-fn web_values(s: &Second, timeouts_before: u64) -> serde_json::Value {
+/// One second of a load run as the dashboard's row.
+fn web_values(s: &Second, probe_timed_out: bool) -> serde_json::Value {
     let server = s.server.as_ref();
     serde_json::json!({
         "held": s.open,
         "waiting": s.connecting,
         "failed": s.failed.total(),
-        "probe_p99_ms": web::ms(s.probe_p99_us),
+        "probe_p99_ms": harness::ms(s.probe_p99_us),
         "probe_timeouts": s.probe_timeouts,
-        "probe_timed_out": s.probe_timeouts > timeouts_before,
-        "event_p99_ms": web::ms(s.event_p99_us),
+        "probe_timed_out": probe_timed_out,
+        "event_p99_ms": harness::ms(s.event_p99_us),
         "threads": server.map(|v| v.threads),
-        "rss_mib": server.map(|v| web::mib(v.rss_bytes)),
+        "rss_mib": server.map(|v| harness::mib(v.rss_bytes)),
     })
 }
 
@@ -459,18 +460,13 @@ fn write_results(
             })
             .collect()
     };
-    let mut latency = series(&|s| s.probe_p99_us.map(|us| us as f64 / 1000.0));
+    let mut latency = series(&|s| harness::ms(s.probe_p99_us));
     for i in 0..2 {
         // A cross at the timeout line for every second in which probes timed out.
-        let mut prev = 0;
-        let points = reports[i]
-            .seconds
-            .iter()
-            .filter_map(|s| {
-                let new = s.probe_timeouts > prev;
-                prev = s.probe_timeouts;
-                new.then_some((s.t_s, args.probe_timeout_ms as f64))
-            })
+        let seconds = &reports[i].seconds;
+        let points = (0..seconds.len())
+            .filter(|&k| harness::probes_timed_out_in(seconds, k))
+            .map(|k| (seconds[k].t_s, args.probe_timeout_ms as f64))
             .collect::<Vec<_>>();
         if !points.is_empty() {
             latency.push(Series {
@@ -517,11 +513,7 @@ fn write_results(
             y_label: "MiB".to_string(),
             log_y: false,
             y_min: 0.0,
-            series: series(&|s| {
-                s.server
-                    .as_ref()
-                    .map(|v| v.rss_bytes as f64 / (1024.0 * 1024.0))
-            }),
+            series: series(&|s| s.server.as_ref().map(|v| harness::mib(v.rss_bytes))),
         },
     ];
     chart::draw(

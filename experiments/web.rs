@@ -25,7 +25,6 @@ pub struct WebArgs {
 /// of each series.
 #[derive(Debug, Serialize)]
 pub struct Meta {
-    pub experiment: &'static str,
     pub title: String,
     pub x: Axis,
     /// Whether each row is a point worth marking (a step), not one of many seconds.
@@ -156,30 +155,17 @@ impl Web {
     /// The verdict; the page shows it, stops listening and says the run is over. The dashboard
     /// keeps serving for `--web-linger-s`, so a page that was reconnecting gets it too.
     pub fn finish(self, lines: &[String], results: &str) {
-        let Some(dashboard) = &self.dashboard else {
-            return;
-        };
         self.send(
             "verdict",
             &serde_json::json!({ "lines": lines, "results": results }),
         );
-        println!(
-            "dashboard: the verdict stays on http://{}/ for {} s",
-            dashboard.addr(),
-            self.linger.as_secs()
-        );
-        if let Some(d) = self.dashboard {
-            d.finish(self.linger);
+        if let Some(dashboard) = self.dashboard {
+            println!(
+                "dashboard: the verdict stays on http://{}/ for {} s",
+                dashboard.addr(),
+                self.linger.as_secs()
+            );
+            dashboard.finish(self.linger);
         }
     }
-}
-
-/// Milliseconds from microseconds, for the page's `ms` axes.
-pub fn ms(us: Option<u64>) -> Option<f64> {
-    us.map(|us| us as f64 / 1000.0)
-}
-
-/// MiB from bytes.
-pub fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }

@@ -82,7 +82,8 @@ impl Feed {
     }
 
     /// Bytes kept.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         self.bytes + self.first.as_ref().map_or(0, Vec::len)
     }
 }

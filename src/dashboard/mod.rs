@@ -6,5 +6,4 @@
 mod feed;
 mod server;
 
-pub use feed::{resume_from, Feed};
 pub use server::Dashboard;

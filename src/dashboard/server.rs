@@ -39,6 +39,8 @@ const FEED_LIMIT: usize = 64 << 20;
 const IDLE: Duration = Duration::from_secs(30);
 /// A comment on every stream this often, so that a dead viewer is noticed.
 const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How often silent connections, heartbeats and a listener out of descriptors are looked at.
+const SWEEP: Duration = Duration::from_secs(1);
 /// How long the page's `EventSource` waits before reconnecting.
 const RETRY_MS: u64 = 1000;
 
@@ -74,6 +76,7 @@ impl Dashboard {
             feed: Feed::new(FEED_LIMIT),
             clients: Slab::new(),
             ends_at: None,
+            swept: Instant::now(),
         };
         let thread = thread::Builder::new()
             .name("dashboard".to_string())
@@ -125,6 +128,7 @@ struct Server {
     feed: Feed,
     clients: Slab<Client>,
     ends_at: Option<Instant>,
+    swept: Instant,
 }
 
 struct Client {
@@ -154,9 +158,7 @@ impl Server {
             if self.ends_at.is_some_and(|t| now >= t) {
                 return;
             }
-            let timeout = self.ends_at.map_or(Duration::from_secs(1), |t| {
-                (t - now).min(Duration::from_secs(1))
-            });
+            let timeout = self.ends_at.map_or(SWEEP, |t| (t - now).min(SWEEP));
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -178,7 +180,9 @@ impl Server {
                     }
                 }
             }
-            self.sweep();
+            if self.swept.elapsed() >= SWEEP {
+                self.sweep();
+            }
         }
     }
 
@@ -307,9 +311,10 @@ impl Server {
         }
     }
 
-    /// Once a second at most: closes silent connections, sends heartbeats, retries the listener.
+    /// Once a second: closes silent connections, sends heartbeats, retries the listener.
     fn sweep(&mut self) {
         let now = Instant::now();
+        self.swept = now;
         let mut idle = Vec::new();
         let mut beat = Vec::new();
         for (i, c) in &self.clients {
