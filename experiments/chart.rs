@@ -223,9 +223,9 @@ where
     draw_series(&mut chart, panel, legend)
 }
 
-/// `1,000,000`, `250`, `0.25`: counts grouped by thousands, fractions without trailing zeros.
+/// `1,000,000`, `250`, `1.5`, `0.25`: counts grouped by thousands, fractions without trailing zeros.
 fn axis_number(v: &f64) -> String {
-    if v.abs() >= 1.0 {
+    if v.abs() >= 1000.0 || (v.abs() >= 1.0 && v.fract() == 0.0) {
         crate::capacity::thousands(v.round() as u64)
     } else {
         let s = format!("{v:.3}");

@@ -3,10 +3,13 @@
 //! SVG chart in `results/NAME/`.
 
 mod chart;
+mod client;
 pub mod fanout;
+pub mod full_duplex;
 mod harness;
 pub mod hostile;
 pub mod idle_cost;
+pub mod keepalive;
 mod report;
 pub mod scaling;
 pub mod starvation;
@@ -28,6 +31,12 @@ pub enum Experiment {
     /// One event to N subscribers, in steps: delivery latency, CPU per delivery and what a
     /// newcomer waits meanwhile, for each model beside the floor (a bare write loop).
     Fanout(fanout::Args),
+    /// One connection, both directions at once: an echo that returns while its body is still
+    /// being sent, a WebSocket that sends while broadcasts arrive, an answer after a half-close.
+    FullDuplex(full_duplex::Args),
+    /// The same requests on a new connection each, on one kept-alive connection, and
+    /// pipelined: latency, server CPU per request and the TIME_WAIT sockets left behind.
+    Keepalive(keepalive::Args),
 }
 
 /// Each experiment's name and what it shows, for `c10k list`: the same doc comments that
@@ -51,5 +60,7 @@ pub fn run(experiment: &Experiment) -> Result<(), String> {
         Experiment::Hostile(args) => hostile::run(args),
         Experiment::Scaling(args) => scaling::run(args),
         Experiment::Fanout(args) => fanout::run(args),
+        Experiment::FullDuplex(args) => full_duplex::run(args),
+        Experiment::Keepalive(args) => keepalive::run(args),
     }
 }

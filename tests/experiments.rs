@@ -320,3 +320,62 @@ fn fanout_quick_measures_each_model_beside_the_floor() {
         assert_eq!(num(row, "probe_timeouts"), 0.0, "{row:?}");
     }
 }
+
+#[test]
+fn full_duplex_quick_echo_returns_before_the_body_ends() {
+    let out = out_dir("full-duplex");
+    run(&["full-duplex", "--quick"], &out);
+    let results = json(out.join("full-duplex.json"));
+    let outcomes = results["outcomes"].as_array().expect("outcomes");
+    assert_eq!(outcomes.len(), 2);
+    for o in outcomes {
+        let echo = &o["echo"];
+        let first = echo["first_echo_s"].as_f64().expect("an echo arrived");
+        let body_end = echo["body_sent_s"].as_f64().unwrap();
+        assert!(first < body_end, "echo only after the body: {o}");
+        assert!(echo["echoed_before_body_end"].as_u64().unwrap() > 0, "{o}");
+        assert_eq!(echo["echoed_bytes"], echo["body_bytes"], "{o}");
+        let ws = &o["ws"];
+        assert_eq!(ws["echoes"], ws["sent"], "{o}");
+        assert!(
+            ws["broadcasts_while_sending"].as_u64().unwrap() > 0,
+            "no broadcast arrived while the client sent: {o}"
+        );
+        let half = &o["half_close"];
+        assert_eq!(half["status"], 200, "{o}");
+        assert_eq!(half["echoed"], half["sent"], "{o}");
+    }
+    assert_written(&out, &["full-duplex.csv", "full-duplex.svg", "report.html"]);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn keepalive_quick_one_connection_serves_every_request_and_leaves_no_time_wait() {
+    let out = out_dir("keepalive");
+    run(&["keepalive", "--quick", "--depth", "16"], &out);
+    let results = json(out.join("keepalive.json"));
+    let rows = results["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 6, "three ways for each of two models");
+    for r in rows {
+        let requests = r["requests"].as_u64().unwrap();
+        assert_eq!(requests, 200, "{r}");
+        assert!(r["p50_us"].as_u64().is_some(), "{r}");
+        let time_wait = r["server_time_wait"].as_u64().unwrap();
+        match r["way"].as_str().unwrap() {
+            "new connection each" => {
+                assert_eq!(r["connections"].as_u64(), Some(requests), "{r}");
+                // The server closes first after `Connection: close`, so the TIME_WAIT is its.
+                assert!(time_wait > 0, "{r}");
+                assert_eq!(r["client_time_wait"], 0, "{r}");
+            }
+            "keep-alive" | "pipelined" => {
+                assert_eq!(r["connections"], 1, "{r}");
+                assert_eq!(time_wait, 0, "{r}");
+            }
+            other => panic!("unexpected way {other}"),
+        }
+    }
+    assert_eq!(rows[2]["depth"], 16);
+    assert_written(&out, &["keepalive.csv", "keepalive.svg", "report.html"]);
+    let _ = std::fs::remove_dir_all(&out);
+}

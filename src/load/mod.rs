@@ -27,7 +27,7 @@ mod merge;
 mod net;
 mod probe;
 mod procs;
-mod record;
+pub mod record;
 pub mod report;
 pub mod sampler;
 mod worker;
