@@ -12,6 +12,7 @@ pub mod idle_cost;
 pub mod keepalive;
 mod report;
 pub mod scaling;
+pub mod slow_consumer;
 pub mod starvation;
 pub mod web;
 
@@ -37,6 +38,9 @@ pub enum Experiment {
     /// The same requests on a new connection each, on one kept-alive connection, and
     /// pipelined: latency, server CPU per request and the TIME_WAIT sockets left behind.
     Keepalive(keepalive::Args),
+    /// Subscribers that stop reading while large events are published: server memory stays
+    /// bounded, the slow ones are cut off, the readers that keep up do not notice.
+    SlowConsumer(slow_consumer::Args),
 }
 
 /// Each experiment's name and what it shows, for `c10k list`: the same doc comments that
@@ -62,5 +66,6 @@ pub fn run(experiment: &Experiment) -> Result<(), String> {
         Experiment::Fanout(args) => fanout::run(args),
         Experiment::FullDuplex(args) => full_duplex::run(args),
         Experiment::Keepalive(args) => keepalive::run(args),
+        Experiment::SlowConsumer(args) => slow_consumer::run(args),
     }
 }
