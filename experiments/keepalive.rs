@@ -13,7 +13,7 @@ use super::harness::{self, fmt_us, ServerProc};
 use super::web::{column, Axis, Chart, Meta, Web, WebArgs};
 use crate::app::config::Model;
 use crate::load::record::{new_hist, quantile};
-use crate::sys;
+use crate::sys::{self, TcpState};
 
 /// `c10k run keepalive`
 #[derive(Debug, Clone, clap::Args)]
@@ -167,7 +167,8 @@ fn measure(
 ) -> Result<Row, String> {
     // TIME_WAIT left by the previous way lingers 60 s: count what this one adds.
     let port = server.addr.port();
-    let tw_before = sys::time_wait_on_port(port).map_err(|e| format!("/proc/net/tcp: {e}"))?;
+    let tw_before = sys::sockets_on_port(port, TcpState::TimeWait)
+        .map_err(|e| format!("/proc/net/tcp: {e}"))?;
     let cpu_before = sys::cpu_time_ns(server.pid()).map_err(|e| format!("server CPU: {e}"))?;
     let mut latencies = new_hist();
     let mut progress = Vec::new();
@@ -224,7 +225,8 @@ fn measure(
         sys::cpu_time_ns(server.pid()).map_err(|e| format!("server CPU: {e}"))? - cpu_before;
     // The last close's TIME_WAIT appears once the server has closed: give it a moment.
     std::thread::sleep(Duration::from_millis(200));
-    let tw_after = sys::time_wait_on_port(port).map_err(|e| format!("/proc/net/tcp: {e}"))?;
+    let tw_after = sys::sockets_on_port(port, TcpState::TimeWait)
+        .map_err(|e| format!("/proc/net/tcp: {e}"))?;
     Ok(Row {
         model: model.name().to_string(),
         way: way.name().to_string(),

@@ -10,6 +10,8 @@ mod harness;
 pub mod hostile;
 pub mod idle_cost;
 pub mod keepalive;
+mod nginx;
+pub mod proxy;
 mod report;
 pub mod scaling;
 pub mod slow_consumer;
@@ -41,6 +43,9 @@ pub enum Experiment {
     /// Subscribers that stop reading while large events are published: server memory stays
     /// bounded, the slow ones are cut off, the readers that keep up do not notice.
     SlowConsumer(slow_consumer::Args),
+    /// Through a real nginx: proxy buffering against SSE and chunked streams, what a WebSocket
+    /// upgrade needs from the proxy, and whether nginx "offloads" streams from a blocking pool.
+    Proxy(proxy::Args),
 }
 
 /// Each experiment's name and what it shows, for `c10k list`: the same doc comments that
@@ -67,5 +72,6 @@ pub fn run(experiment: &Experiment) -> Result<(), String> {
         Experiment::FullDuplex(args) => full_duplex::run(args),
         Experiment::Keepalive(args) => keepalive::run(args),
         Experiment::SlowConsumer(args) => slow_consumer::run(args),
+        Experiment::Proxy(args) => proxy::run(args),
     }
 }

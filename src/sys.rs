@@ -168,11 +168,17 @@ impl KernelMemory {
     }
 }
 
-/// Sockets in `TIME_WAIT` (IPv4) on either end of connections to `port`: `(local, remote)`,
-/// the first on the side that listens on `port`, the second on its clients. From
-/// `/proc/net/tcp`, so only this port's connections count, whatever else the machine does.
-pub fn time_wait_on_port(port: u16) -> io::Result<(u64, u64)> {
-    const TIME_WAIT: &str = "06";
+/// A TCP state as `/proc/net/tcp` writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpState {
+    Established = 1,
+    TimeWait = 6,
+}
+
+/// IPv4 sockets in `state` on either end of connections to `port`: `(local, remote)`, the
+/// first on the side that listens on `port`, the second on its clients. From `/proc/net/tcp`,
+/// so only this port's connections count, whatever else the machine does.
+pub fn sockets_on_port(port: u16, state: TcpState) -> io::Result<(u64, u64)> {
     let table = std::fs::read_to_string("/proc/net/tcp")?;
     let port_of = |addr: &str| {
         addr.rsplit_once(':')
@@ -181,9 +187,11 @@ pub fn time_wait_on_port(port: u16) -> io::Result<(u64, u64)> {
     let (mut local, mut remote) = (0, 0);
     for line in table.lines().skip(1) {
         let fields: Vec<&str> = line.split_whitespace().take(4).collect();
-        if let [_, from, to, TIME_WAIT] = fields[..] {
-            local += u64::from(port_of(from) == Some(port));
-            remote += u64::from(port_of(to) == Some(port));
+        if let [_, from, to, st] = fields[..] {
+            if u8::from_str_radix(st, 16).ok() == Some(state as u8) {
+                local += u64::from(port_of(from) == Some(port));
+                remote += u64::from(port_of(to) == Some(port));
+            }
         }
     }
     Ok((local, remote))

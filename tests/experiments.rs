@@ -423,3 +423,74 @@ fn slow_consumer_quick_cuts_the_slow_off_and_memory_stays_bounded() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn proxy_quick_buffering_holds_events_back_and_the_upgrade_needs_forwarding() {
+    let have_nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .any(|p| std::path::Path::new(p).is_file());
+    let out = out_dir("proxy");
+    if !have_nginx && std::env::var_os("C10K_REQUIRE_NGINX").is_none() {
+        let output = Command::new(env!("CARGO_BIN_EXE_c10k"))
+            .args(["run", "proxy", "--quick", "--out"])
+            .arg(&out)
+            .output()
+            .expect("run c10k");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("apt-get install nginx-light"), "{stderr}");
+        eprintln!("skipped: no nginx (apt-get install nginx-light)");
+        return;
+    }
+    run(&["proxy", "--quick"], &out);
+    let results = json(out.join("proxy.json"));
+    let stream = |case: &str| {
+        results["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["case"].as_str().unwrap().starts_with(case))
+            .unwrap_or_else(|| panic!("no case {case}"))
+            .clone()
+    };
+    let p50_ms = |s: &serde_json::Value| s["p50_us"].as_u64().map(|us| us / 1000);
+    for unbuffered in [
+        "SSE, no proxy",
+        "SSE, nginx defaults + X-Accel-Buffering",
+        "SSE, proxy_buffering off",
+    ] {
+        let s = stream(unbuffered);
+        assert_eq!(s["status"], 200, "{s}");
+        assert!(s["received"].as_u64().unwrap() >= 10, "{s}");
+        assert!(p50_ms(&s).unwrap() < 500, "{s}");
+    }
+    // Buffered, events wait for nginx's buffer to fill: late, or not at all within the watch.
+    for buffered in [
+        "SSE, nginx defaults (server",
+        "chunked stream, nginx defaults",
+    ] {
+        let s = stream(buffered);
+        assert!(
+            s["received"] == 0 || p50_ms(&s).unwrap() >= 500,
+            "not held back: {s}"
+        );
+    }
+    let upgrades = results["upgrades"].as_array().unwrap();
+    assert_ne!(
+        upgrades[0]["status"], 101,
+        "upgraded without forwarding: {}",
+        upgrades[0]
+    );
+    assert_eq!(upgrades[1]["status"], 101, "{}", upgrades[1]);
+    assert!(upgrades[1]["echo_us"].as_u64().is_some());
+    let offload = results["offload"].as_array().unwrap();
+    let (pool, evented) = (&offload[0], &offload[1]);
+    assert_eq!(pool["upstream_connections"], pool["streams"], "{pool}");
+    assert!(
+        pool["probe_us"].is_null(),
+        "the full pool answered through nginx: {pool}"
+    );
+    assert!(evented["probe_us"].as_u64().is_some(), "{evented}");
+    assert_written(&out, &["proxy.csv", "proxy.svg", "report.html"]);
+    let _ = std::fs::remove_dir_all(&out);
+}
