@@ -24,12 +24,18 @@ pub struct ServerProc {
 impl ServerProc {
     /// Starts `c10k serve --listen 127.0.0.1:0 ARGS` and waits for its `listening on` line.
     pub fn start(label: &str, args: &[impl AsRef<OsStr>]) -> Result<ServerProc, String> {
-        let exe =
-            std::env::current_exe().map_err(|e| format!("cannot find the c10k binary: {e}"))?;
-        let mut child = Command::new(exe)
+        let mut command = c10k_command()?;
+        command
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
-            .args(args)
+            .args(args);
+        ServerProc::start_command(label, command)
+    }
+
+    /// Starts `command`, a `c10k serve` (perhaps behind a wrapper such as `ip netns exec` that
+    /// execs it), and waits for its `listening on` line.
+    pub fn start_command(label: &str, mut command: Command) -> Result<ServerProc, String> {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

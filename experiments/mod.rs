@@ -4,6 +4,7 @@
 
 mod chart;
 mod client;
+pub mod disconnect;
 pub mod fanout;
 pub mod full_duplex;
 mod harness;
@@ -46,6 +47,9 @@ pub enum Experiment {
     /// Through a real nginx: proxy buffering against SSE and chunked streams, what a WebSocket
     /// upgrade needs from the proxy, and whether nginx "offloads" streams from a blocking pool.
     Proxy(proxy::Args),
+    /// How long until each model frees a client that left: a FIN, a reset, and a client that
+    /// silently vanishes (a link down in a network namespace), with and without heartbeats.
+    Disconnect(disconnect::Args),
 }
 
 /// Each experiment's name and what it shows, for `c10k list`: the same doc comments that
@@ -73,5 +77,6 @@ pub fn run(experiment: &Experiment) -> Result<(), String> {
         Experiment::Keepalive(args) => keepalive::run(args),
         Experiment::SlowConsumer(args) => slow_consumer::run(args),
         Experiment::Proxy(args) => proxy::run(args),
+        Experiment::Disconnect(args) => disconnect::run(args),
     }
 }

@@ -494,3 +494,23 @@ fn proxy_quick_buffering_holds_events_back_and_the_upgrade_needs_forwarding() {
     assert_written(&out, &["proxy.csv", "proxy.svg", "report.html"]);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn disconnect_quick_every_fin_and_reset_is_noticed() {
+    let out = out_dir("disconnect");
+    run(&["disconnect", "--quick", "--limit-s", "15"], &out);
+    let results = json(out.join("disconnect.json"));
+    let rows = results["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 8, "FIN and RST, SSE and WebSocket, two models");
+    for r in rows {
+        assert!(["fin", "rst"].contains(&r["leave"].as_str().unwrap()), "{r}");
+        let freed = r["freed_s"].as_f64().unwrap_or_else(|| panic!("never freed: {r}"));
+        // The event loop and a thread blocked in read() see the departure at once; a blocking
+        // SSE thread asleep on its mailbox looks for it only every few seconds.
+        if r["model"] == "evented" || r["kind"] == "ws" {
+            assert!(freed < 2.0, "{r}");
+        }
+    }
+    assert_written(&out, &["disconnect.csv", "disconnect.svg", "report.html"]);
+    let _ = std::fs::remove_dir_all(&out);
+}
