@@ -503,8 +503,13 @@ fn disconnect_quick_every_fin_and_reset_is_noticed() {
     let rows = results["rows"].as_array().expect("rows");
     assert_eq!(rows.len(), 8, "FIN and RST, SSE and WebSocket, two models");
     for r in rows {
-        assert!(["fin", "rst"].contains(&r["leave"].as_str().unwrap()), "{r}");
-        let freed = r["freed_s"].as_f64().unwrap_or_else(|| panic!("never freed: {r}"));
+        assert!(
+            ["fin", "rst"].contains(&r["leave"].as_str().unwrap()),
+            "{r}"
+        );
+        let freed = r["freed_s"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("never freed: {r}"));
         // The event loop and a thread blocked in read() see the departure at once; a blocking
         // SSE thread asleep on its mailbox looks for it only every few seconds.
         if r["model"] == "evented" || r["kind"] == "ws" {
