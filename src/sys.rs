@@ -325,6 +325,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sockstat_fields_by_protocol_and_name() {
+        let text =
+            "sockets: used 10\nTCP: inuse 7 orphan 0 tw 3 alloc 9 mem 2\nUDP: inuse 1 mem 4\n";
+        assert_eq!(sockstat_field(text, "TCP", "tw"), Some(3));
+        assert_eq!(sockstat_field(text, "TCP", "mem"), Some(2));
+        assert_eq!(sockstat_field(text, "UDP", "mem"), Some(4));
+        assert_eq!(sockstat_field(text, "TCP", "nothing"), None);
+    }
+
+    #[test]
+    fn a_connection_is_established_on_both_ends_of_its_port() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _server = listener.accept().unwrap();
+        assert_eq!(
+            sockets_on_port(port, TcpState::Established).unwrap(),
+            (1, 1)
+        );
+        assert_eq!(sockets_on_port(port, TcpState::TimeWait).unwrap(), (0, 0));
+    }
+
+    #[test]
     fn proc_self_has_rss_and_a_thread() {
         let r = read_proc(None).unwrap();
         assert!(r.rss_bytes > 0);
