@@ -26,6 +26,18 @@ pub struct Panel {
 
 pub const EVENTED: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 pub const BLOCKING: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+/// Each server model's name and colour, in the order the experiments run them.
+pub const MODELS: [(&str, RGBColor); 2] = [("evented", EVENTED), ("blocking", BLOCKING)];
+
+/// The colour of a model by name (`blocking` for any other).
+pub fn model_color(model: &str) -> RGBColor {
+    if model == "evented" {
+        EVENTED
+    } else {
+        BLOCKING
+    }
+}
+
 /// A third server (a blocking pool beside the unbounded one).
 pub const POOL: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
 

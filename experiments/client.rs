@@ -50,21 +50,23 @@ impl Client {
         Ok(n)
     }
 
-    /// Takes everything buffered so far.
-    pub fn take(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.buf)
+    /// The response head, if the buffer holds a whole one; what follows it stays buffered.
+    pub fn try_head(&mut self) -> Result<Option<ResponseHead>, String> {
+        match parse_response_head(&self.buf) {
+            Ok(Some((head, used))) => {
+                self.buf.drain(..used);
+                Ok(Some(head))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(format!("the server sent a bad response head: {e:?}")),
+        }
     }
 
     /// Reads until a whole response head has arrived; what follows it stays buffered.
     pub fn read_head(&mut self) -> Result<ResponseHead, String> {
         loop {
-            match parse_response_head(&self.buf) {
-                Ok(Some((head, used))) => {
-                    self.buf.drain(..used);
-                    return Ok(head);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(format!("the server sent a bad response head: {e:?}")),
+            if let Some(head) = self.try_head()? {
+                return Ok(head);
             }
             match self.fill() {
                 Ok(0) => return Err("the server closed before a response head".to_string()),
@@ -74,28 +76,32 @@ impl Client {
         }
     }
 
+    /// Decodes what is buffered of a body into `body`; true once the body is complete.
+    pub fn decode_buffered(
+        &mut self,
+        decoder: &mut BodyDecoder,
+        body: &mut Vec<u8>,
+    ) -> Result<bool, String> {
+        let used = decoder
+            .decode(&self.buf, body)
+            .map_err(|e| format!("the server sent a bad body: {e:?}"))?;
+        self.buf.drain(..used);
+        Ok(decoder.is_done())
+    }
+
     /// Reads the whole body that `head` announces.
     pub fn read_body(&mut self, head: &ResponseHead) -> Result<Vec<u8>, String> {
         let mut body = Vec::new();
-        if head.body == BodyFraming::None {
-            return Ok(body);
-        }
         let mut decoder = BodyDecoder::new(head.body, u64::MAX);
-        loop {
-            let used = decoder
-                .decode(&self.buf, &mut body)
-                .map_err(|e| format!("the server sent a bad body: {e:?}"))?;
-            self.buf.drain(..used);
-            if decoder.is_done() {
-                return Ok(body);
-            }
+        while !self.decode_buffered(&mut decoder, &mut body)? {
             match self.fill() {
-                Ok(0) if head.body == BodyFraming::UntilClose => return Ok(body),
+                Ok(0) if head.body == BodyFraming::UntilClose => break,
                 Ok(0) => return Err("the server closed mid-body".to_string()),
                 Ok(_) => {}
                 Err(e) => return Err(format!("the body stopped arriving: {e}")),
             }
         }
+        Ok(body)
     }
 
     /// Sends `request` and reads one whole response: its status and body.
@@ -106,21 +112,23 @@ impl Client {
         Ok((head.status, body))
     }
 
-    /// Upgrades this connection to a WebSocket on `path`.
-    pub fn upgrade(&mut self, path: &str) -> Result<(), String> {
+    /// Asks to upgrade this connection to a WebSocket on `path`; the server's status (`101`
+    /// when it did).
+    pub fn try_upgrade(&mut self, path: &str) -> Result<u16, String> {
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: c10k\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         self.send(request.as_bytes())?;
-        let head = self.read_head()?;
-        if head.status != 101 {
-            return Err(format!(
-                "the WebSocket upgrade was answered {}",
-                head.status
-            ));
+        Ok(self.read_head()?.status)
+    }
+
+    /// Upgrades this connection to a WebSocket on `path`.
+    pub fn upgrade(&mut self, path: &str) -> Result<(), String> {
+        match self.try_upgrade(path)? {
+            101 => Ok(()),
+            status => Err(format!("the WebSocket upgrade was answered {status}")),
         }
-        Ok(())
     }
 
     /// Reads until one whole WebSocket message (or control frame) from the server has arrived.

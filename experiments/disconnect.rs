@@ -68,9 +68,7 @@ pub struct Row {
 
 pub fn run(args: &Args) -> Result<(), String> {
     let dir = harness::results_dir("disconnect", args.out.as_deref())?;
-    println!("disconnect: how long until each server frees a client that is gone");
-    println!("machine: {}", harness::machine());
-    println!("command: {}", harness::command_line());
+    harness::announce("disconnect: how long until each server frees a client that is gone");
     let web = Web::start(&args.web, &dashboard(args))?;
     let limit = Duration::from_secs(args.limit_s);
     println!(
@@ -150,23 +148,15 @@ pub fn run(args: &Args) -> Result<(), String> {
         summary.push(format!("the vanishing client was skipped: {e}"));
     }
     write_results(&dir, &rows)?;
-    println!();
-    for line in &summary {
-        println!("{line}");
-    }
-    super::report::write(
+    harness::print_verdict(&summary);
+    harness::conclude(
         &dir,
-        "disconnect: how long until a server frees a client that is gone",
+        web,
         &summary,
         &["disconnect.svg"],
         &["disconnect.csv"],
-    )?;
-    println!(
-        "\nresults: {}/ (disconnect.json, disconnect.csv, disconnect.svg, report.html)",
-        dir.display()
-    );
-    web.finish(&summary, &format!("{}/report.html", dir.display()));
-    Ok(())
+        &["disconnect.json"],
+    )
 }
 
 fn row(
@@ -274,21 +264,25 @@ fn leave_and_time(
     std::thread::sleep(Duration::from_millis(300));
     let held = server.reading().ok_or("the server exited")?.fds;
     let start = Instant::now();
-    match leave {
-        Leave::Fin => drop(client),
+    // A vanished client stays open until the watch is over: closing it would queue a FIN.
+    let _vanished = match leave {
+        Leave::Fin => {
+            drop(client);
+            None
+        }
         Leave::Rst => {
             socket2::SockRef::from(&client.stream)
                 .set_linger(Some(Duration::ZERO))
                 .map_err(|e| format!("cannot set SO_LINGER: {e}"))?;
             drop(client);
+            None
         }
         Leave::Vanish => {
             ns.ok_or("a vanishing client needs the namespaces")?
                 .link(false)?;
-            // Kept open, so this end never sends a FIN or a reset once the link is back.
-            std::mem::forget(client);
+            Some(client)
         }
-    }
+    };
     while start.elapsed() < limit {
         if server.reading().ok_or("the server exited")?.fds < held {
             return Ok(Some(start.elapsed().as_secs_f64()));
@@ -455,20 +449,7 @@ fn dashboard(args: &Args) -> Meta {
 }
 
 fn write_results(dir: &std::path::Path, rows: &[Row]) -> Result<(), String> {
-    #[derive(Serialize)]
-    struct Results<'a> {
-        machine: String,
-        command: String,
-        rows: &'a [Row],
-    }
-    harness::write_json(
-        &dir.join("disconnect.json"),
-        &Results {
-            machine: harness::machine(),
-            command: harness::command_line(),
-            rows,
-        },
-    )?;
+    harness::write_results(&dir.join("disconnect.json"), &harness::Rows { rows })?;
     let csv: Vec<Vec<String>> = rows
         .iter()
         .enumerate()
@@ -501,7 +482,7 @@ fn write_results(dir: &std::path::Path, rows: &[Row]) -> Result<(), String> {
     )?;
     let series = chart::per_model(
         &rows.iter().enumerate().collect::<Vec<_>>(),
-        &[("evented", chart::EVENTED), ("blocking", chart::BLOCKING)],
+        &chart::MODELS,
         |(_, r)| r.model.as_str(),
         |(i, r)| {
             Some((

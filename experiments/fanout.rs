@@ -12,7 +12,6 @@ use serde::Serialize;
 
 use super::chart::{self, Panel, Series};
 use super::harness::{self, fmt_us, LoadProc};
-use super::report;
 use super::scaling::{plan, settle};
 use super::web::{column, Axis, Chart, Meta, Web, WebArgs};
 use crate::app::config::Model;
@@ -93,7 +92,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let limits = Limits::read();
     let mut models = vec![Model::Floor];
     models.extend(args.models.iter().filter(|&&m| m != Model::Floor));
-    println!(
+    harness::announce(&format!(
         "fanout: one event per period to {} SSE subscribers, {} events a step; a probe every {} ms",
         steps
             .iter()
@@ -102,9 +101,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             .join(", "),
         args.events,
         args.probe_ms
-    );
-    println!("machine: {}", harness::machine());
-    println!("command: {}", harness::command_line());
+    ));
     let web = Web::start(&args.web, &dashboard(&models))?;
     let blocking_max = capacity::blocking(&limits, 1).max();
     let quiet_sockets = KernelMemory::read().tcp_sockets;
@@ -138,19 +135,14 @@ pub fn run(args: &Args) -> Result<(), String> {
         println!("{line}");
     }
     write_results(&dir, &rows)?;
-    report::write(
+    harness::conclude(
         &dir,
-        "fanout: one event to N subscribers",
+        web,
         &verdict,
         &["fanout-delivery.svg", "fanout-probe.svg"],
         &["fanout.csv"],
-    )?;
-    println!(
-        "\nresults: {}/ (fanout.json, fanout.csv, fanout-delivery.svg, fanout-probe.svg, report.html)",
-        dir.display()
-    );
-    web.finish(&verdict, &format!("{}/report.html", dir.display()));
-    Ok(())
+        &["fanout.json"],
+    )
 }
 
 /// The dashboard's charts: one point per step and model, the floor beside the models.
@@ -381,20 +373,7 @@ pub const CSV_HEADER: [&str; 17] = [
 ];
 
 fn write_results(dir: &Path, rows: &[Row]) -> Result<(), String> {
-    #[derive(Serialize)]
-    struct Results<'a> {
-        machine: String,
-        command: String,
-        rows: &'a [Row],
-    }
-    harness::write_json(
-        &dir.join("fanout.json"),
-        &Results {
-            machine: harness::machine(),
-            command: harness::command_line(),
-            rows,
-        },
-    )?;
+    harness::write_results(&dir.join("fanout.json"), &harness::Rows { rows })?;
     let opt = harness::opt_cell;
     let csv_rows: Vec<Vec<String>> = rows
         .iter()

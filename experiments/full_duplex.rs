@@ -109,9 +109,7 @@ impl Args {
 pub fn run(args: &Args) -> Result<(), String> {
     let dir = harness::results_dir("full-duplex", args.out.as_deref())?;
     let (pieces, piece_bytes, pause_ms, messages) = args.plan();
-    println!("full-duplex: both directions of one connection at once");
-    println!("machine: {}", harness::machine());
-    println!("command: {}", harness::command_line());
+    harness::announce("full-duplex: both directions of one connection at once");
     let web = Web::start(&args.web, &dashboard(args))?;
     let mut points = Vec::new();
     let mut outcomes = Vec::new();
@@ -148,23 +146,15 @@ pub fn run(args: &Args) -> Result<(), String> {
     }
     let summary: Vec<String> = outcomes.iter().map(verdict).collect();
     write_results(&dir, &points, &outcomes)?;
-    println!();
-    for line in &summary {
-        println!("{line}");
-    }
-    super::report::write(
+    harness::print_verdict(&summary);
+    harness::conclude(
         &dir,
-        "full-duplex: both directions of one connection at once",
+        web,
         &summary,
         &["full-duplex.svg"],
         &["full-duplex-summary.csv", "full-duplex.csv"],
-    )?;
-    println!(
-        "\nresults: {}/ (full-duplex.json, full-duplex.csv, full-duplex-summary.csv, full-duplex.svg, report.html)",
-        dir.display()
-    );
-    web.finish(&summary, &format!("{}/report.html", dir.display()));
-    Ok(())
+        &["full-duplex.json"],
+    )
 }
 
 fn verdict(o: &Outcome) -> String {
@@ -245,29 +235,24 @@ fn echo_in_pieces(
     };
     let head = reader.read_head()?;
     let mut decoder = BodyDecoder::new(head.body, u64::MAX);
-    let mut body = Vec::new();
-    let mut buffered = reader.take();
-    let mut echoes = Vec::new();
+    let (mut body, mut echoes) = (Vec::new(), Vec::new());
     loop {
-        let used = decoder
-            .decode(&buffered, &mut body)
-            .map_err(|e| format!("the echo's body is malformed: {e:?}"))?;
-        buffered.drain(..used);
+        let done = reader.decode_buffered(&mut decoder, &mut body)?;
         let now = since(start);
         note_sent(&mut echo, show);
-        if body.len() as u64 > echo.echoed_bytes {
-            echo.echoed_bytes = body.len() as u64;
-            echoes.push((now, echo.echoed_bytes));
-            println!("  {now:>7.3} s  echoed {:>8} B", echo.echoed_bytes);
-            show(point(now, "echoed", echo.echoed_bytes));
+        let echoed = body.len() as u64;
+        if echoes.last().map_or(0, |&(_, before)| before) < echoed {
+            echoes.push((now, echoed));
+            println!("  {now:>7.3} s  echoed {echoed:>8} B");
+            show(point(now, "echoed", echoed));
         }
-        if decoder.is_done() {
+        if done {
             echo.echo_done_s = now;
             break;
         }
         match reader.fill() {
             Ok(0) => return Err("the server closed before the echo ended".to_string()),
-            Ok(_) => buffered.extend(reader.take()),
+            Ok(_) => {}
             Err(e) => return Err(format!("the echo stopped arriving: {e}")),
         }
     }
@@ -276,6 +261,7 @@ fn echo_in_pieces(
         .map_err(|_| "the sending thread panicked".to_string())??;
     // The last piece's note may come after the last echo was read.
     note_sent(&mut echo, show);
+    echo.echoed_bytes = body.len() as u64;
     if echo.echoed_bytes != total {
         return Err(format!("{} B echoed of {total} B sent", echo.echoed_bytes));
     }
@@ -426,16 +412,12 @@ fn write_results(
 ) -> Result<(), String> {
     #[derive(Serialize)]
     struct Results<'a> {
-        machine: String,
-        command: String,
         outcomes: &'a [Outcome],
         rows: &'a [Point],
     }
-    harness::write_json(
+    harness::write_results(
         &dir.join("full-duplex.json"),
         &Results {
-            machine: harness::machine(),
-            command: harness::command_line(),
             outcomes,
             rows: points,
         },
@@ -519,11 +501,7 @@ fn write_results(
     let mut echo = Vec::new();
     let mut ws = Vec::new();
     for o in outcomes {
-        let color = if o.model == "evented" {
-            chart::EVENTED
-        } else {
-            chart::BLOCKING
-        };
+        let color = chart::model_color(&o.model);
         let m = o.model.as_str();
         echo.push(line(
             m,

@@ -269,6 +269,36 @@ pub fn results_dir(name: &str, out: Option<&Path>) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// `body` after the machine and the command line of this run, as every result and the
+/// dashboard's description carry them.
+#[derive(serde::Serialize)]
+pub struct Described<'a, T> {
+    pub machine: String,
+    pub command: String,
+    #[serde(flatten)]
+    pub body: &'a T,
+}
+
+pub fn described<T>(body: &T) -> Described<'_, T> {
+    Described {
+        machine: machine(),
+        command: command_line(),
+        body,
+    }
+}
+
+/// An experiment's results that are a list of rows (what [`read_rows`] reads back).
+#[derive(serde::Serialize)]
+pub struct Rows<'a, T> {
+    pub rows: &'a [T],
+}
+
+/// Writes an experiment's results as pretty JSON: `body`'s fields after the machine and the
+/// command line.
+pub fn write_results<T: serde::Serialize>(path: &Path, body: &T) -> Result<(), String> {
+    write_json(path, &described(body))
+}
+
 /// Writes `value` as pretty JSON.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
@@ -297,6 +327,40 @@ pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<String>]) -> Result<(
         text.push('\n');
     }
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The verdict, after a blank line.
+pub fn print_verdict(lines: &[String]) {
+    println!();
+    for line in lines {
+        println!("{line}");
+    }
+}
+
+/// The end of every run: `report.html` written under the run's title from the `charts` (SVG)
+/// and `tables` (CSV) already in `dir`, everything written listed (`others` first: files the
+/// report leaves out), and the verdict sent to the dashboard, which stays up for its linger.
+pub fn conclude(
+    dir: &Path,
+    web: super::web::Web,
+    verdict: &[String],
+    charts: &[&str],
+    tables: &[&str],
+    others: &[&str],
+) -> Result<(), String> {
+    super::report::write(dir, &web.title, verdict, charts, tables)?;
+    let written: Vec<&str> = [others, tables, charts, &["report.html"]].concat();
+    println!("\nresults: {}/ ({})", dir.display(), written.join(", "));
+    web.finish(verdict, &format!("{}/report.html", dir.display()));
+    Ok(())
+}
+
+/// The first lines of every run: what it does, the machine it runs on, and the command that
+/// reproduces it.
+pub fn announce(what: &str) {
+    println!("{what}");
+    println!("machine: {}", machine());
+    println!("command: {}", command_line());
 }
 
 /// The command line that reproduces this run, for the output and the notes.

@@ -178,8 +178,6 @@ pub struct Sample {
 
 #[derive(Serialize)]
 struct Results<'a> {
-    machine: String,
-    command: String,
     scale: u64,
     subscribers: u64,
     phases_s: [u64; 3],
@@ -256,12 +254,8 @@ pub fn run(args: &Args) -> Result<(), String> {
         );
     }
     let dir = harness::results_dir("hostile", args.out.as_deref())?;
-    println!(
-        "hostile: {} misbehaving connections against each server in turn, {} good SSE subscribers and a probe every {} ms; phases {} s before, {} s during, {} s after",
-        args.scale, args.subscribers, args.probe_ms, args.before_s, args.during_s, args.after_s
-    );
-    println!("machine: {}", harness::machine());
-    println!("command: {}", harness::command_line());
+    harness::announce(&format!("hostile: {} misbehaving connections against each server in turn, {} good SSE subscribers and a probe every {} ms; phases {} s before, {} s during, {} s after",
+        args.scale, args.subscribers, args.probe_ms, args.before_s, args.during_s, args.after_s));
     let web = Web::start(&args.web, &dashboard(&targets))?;
 
     let mut results = Vec::new();
@@ -274,19 +268,14 @@ pub fn run(args: &Args) -> Result<(), String> {
     print_tables(&results);
     write_results(&dir, &args, &targets, &results)?;
     let verdict: Vec<String> = results.iter().map(|r| r.verdict.clone()).collect();
-    super::report::write(
+    harness::conclude(
         &dir,
-        "hostile: misbehaving clients against each model",
+        web,
         &verdict,
         &["hostile.svg"],
         &["hostile.csv", "hostile-phases.csv"],
-    )?;
-    println!(
-        "\nresults: {}/ (hostile.json, hostile.csv, hostile-phases.csv, hostile.svg, report.html)",
-        dir.display()
-    );
-    web.finish(&verdict, &format!("{}/report.html", dir.display()));
-    Ok(())
+        &["hostile.json"],
+    )
 }
 
 /// The dashboard's charts: the terminal view's columns over each server's run.
@@ -736,11 +725,9 @@ fn write_results(
     targets: &[Target],
     results: &[TargetResult],
 ) -> Result<(), String> {
-    harness::write_json(
+    harness::write_results(
         &dir.join("hostile.json"),
         &Results {
-            machine: harness::machine(),
-            command: harness::command_line(),
             scale: args.scale,
             subscribers: args.subscribers,
             phases_s: [args.before_s, args.during_s, args.after_s],

@@ -58,9 +58,7 @@ pub struct Row {
 
 pub fn run(args: &Args) -> Result<(), String> {
     let dir = harness::results_dir("idle-cost", args.out.as_deref())?;
-    println!("idle cost: resident memory and threads per idle connection");
-    println!("machine: {}", harness::machine());
-    println!("command: {}", harness::command_line());
+    harness::announce("idle cost: resident memory and threads per idle connection");
     let web = Web::start(&args.web, &dashboard(args))?;
     println!();
     println!(
@@ -116,19 +114,14 @@ pub fn run(args: &Args) -> Result<(), String> {
             )
         })
         .collect();
-    super::report::write(
+    harness::conclude(
         &dir,
-        "idle-cost: memory and threads per idle connection",
+        web,
         &summary,
         &["idle-cost.svg"],
         &["idle-cost.csv"],
-    )?;
-    println!(
-        "\nresults: {}/ (idle-cost.json, idle-cost.csv, idle-cost.svg, report.html)",
-        dir.display()
-    );
-    web.finish(&summary, &format!("{}/report.html", dir.display()));
-    Ok(())
+        &["idle-cost.json"],
+    )
 }
 
 fn measure(
@@ -251,20 +244,7 @@ fn dashboard(args: &Args) -> Meta {
 }
 
 fn write_results(dir: &std::path::Path, rows: &[Row]) -> Result<(), String> {
-    #[derive(Serialize)]
-    struct Results<'a> {
-        machine: String,
-        command: String,
-        rows: &'a [Row],
-    }
-    harness::write_json(
-        &dir.join("idle-cost.json"),
-        &Results {
-            machine: harness::machine(),
-            command: harness::command_line(),
-            rows,
-        },
-    )?;
+    harness::write_results(&dir.join("idle-cost.json"), &harness::Rows { rows })?;
     let csv_rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -301,7 +281,7 @@ fn write_results(dir: &std::path::Path, rows: &[Row]) -> Result<(), String> {
         &csv_rows,
     )?;
     let mut series = Vec::new();
-    for (model, color) in [("evented", chart::EVENTED), ("blocking", chart::BLOCKING)] {
+    for (model, color) in chart::MODELS {
         for kind in ["sse", "ws", "stream", "poll"] {
             let points: Vec<(f64, f64)> = rows
                 .iter()

@@ -88,11 +88,9 @@ pub struct Row {
 pub fn run(args: &Args) -> Result<(), String> {
     let dir = harness::results_dir("keepalive", args.out.as_deref())?;
     let requests = if args.quick { 200 } else { args.requests };
-    println!(
+    harness::announce(&format!(
         "keepalive: {requests} requests on a new connection each, on one connection, and pipelined"
-    );
-    println!("machine: {}", harness::machine());
-    println!("command: {}", harness::command_line());
+    ));
     let web = Web::start(&args.web, &dashboard(args))?;
     println!(
         "\n{:<9} {:<20} {:>8} {:>6} {:>9} {:>9} {:>9} {:>9} {:>10}",
@@ -136,23 +134,15 @@ pub fn run(args: &Args) -> Result<(), String> {
     }
     let summary = verdict(&rows);
     write_results(&dir, &rows)?;
-    println!();
-    for line in &summary {
-        println!("{line}");
-    }
-    super::report::write(
+    harness::print_verdict(&summary);
+    harness::conclude(
         &dir,
-        "keepalive: a new connection per request, keep-alive, pipelining",
+        web,
         &summary,
         &["keepalive.svg"],
         &["keepalive.csv"],
-    )?;
-    println!(
-        "\nresults: {}/ (keepalive.json, keepalive.csv, keepalive.svg, report.html)",
-        dir.display()
-    );
-    web.finish(&summary, &format!("{}/report.html", dir.display()));
-    Ok(())
+        &["keepalive.json"],
+    )
 }
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: c10k\r\n\r\n";
@@ -175,21 +165,21 @@ fn measure(
     let every = (requests / 50).max(1);
     let start = Instant::now();
     let mut answered = 0u64;
-    let mut note =
-        |answered: u64, started: Instant, latencies: &mut hdrhistogram::Histogram<u64>| {
-            latencies.saturating_record(started.elapsed().as_micros().max(1) as u64);
-            if answered.is_multiple_of(every) || answered == requests {
-                progress.push((answered, start.elapsed().as_secs_f64()));
-            }
-        };
+    // An answer to a request sent at `sent` is in.
+    let mut answer = |sent: Instant| {
+        answered += 1;
+        latencies.saturating_record(sent.elapsed().as_micros().max(1) as u64);
+        if answered.is_multiple_of(every) || answered == requests {
+            progress.push((answered, start.elapsed().as_secs_f64()));
+        }
+    };
     let connections = match way {
         Way::NewConnection => {
             for _ in 0..requests {
                 let sent = Instant::now();
                 let mut c = Client::connect(server.addr)?;
                 expect_ok(c.request(CLOSING_REQUEST)?)?;
-                answered += 1;
-                note(answered, sent, &mut latencies);
+                answer(sent);
                 wait_for_close(&mut c)?;
             }
             requests
@@ -199,22 +189,20 @@ fn measure(
             for _ in 0..requests {
                 let sent = Instant::now();
                 expect_ok(c.request(REQUEST)?)?;
-                answered += 1;
-                note(answered, sent, &mut latencies);
+                answer(sent);
             }
             1
         }
         Way::Pipelined => {
             let mut c = Client::connect(server.addr)?;
-            while answered < requests {
-                let batch = depth.min(requests - answered);
+            for first in (0..requests).step_by(depth as usize) {
+                let batch = depth.min(requests - first);
                 let sent = Instant::now();
                 c.send(&REQUEST.repeat(batch as usize))?;
                 for _ in 0..batch {
                     let head = c.read_head()?;
                     expect_ok((head.status, c.read_body(&head)?))?;
-                    answered += 1;
-                    note(answered, sent, &mut latencies);
+                    answer(sent);
                 }
             }
             1
@@ -329,20 +317,7 @@ fn dashboard(args: &Args) -> Meta {
 }
 
 fn write_results(dir: &std::path::Path, rows: &[Row]) -> Result<(), String> {
-    #[derive(Serialize)]
-    struct Results<'a> {
-        machine: String,
-        command: String,
-        rows: &'a [Row],
-    }
-    harness::write_json(
-        &dir.join("keepalive.json"),
-        &Results {
-            machine: harness::machine(),
-            command: harness::command_line(),
-            rows,
-        },
-    )?;
+    harness::write_results(&dir.join("keepalive.json"), &harness::Rows { rows })?;
     let csv: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -383,11 +358,7 @@ fn write_results(dir: &std::path::Path, rows: &[Row]) -> Result<(), String> {
     let series: Vec<Series> = rows
         .iter()
         .map(|r| {
-            let base = if r.model == "evented" {
-                chart::EVENTED
-            } else {
-                chart::BLOCKING
-            };
+            let base = chart::model_color(&r.model);
             let color = match r.way.as_str() {
                 "new connection each" => base,
                 "keep-alive" => chart::lighter(base),

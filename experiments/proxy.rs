@@ -15,7 +15,10 @@ use super::client::{self, since, Client};
 use super::harness::{self, fmt_us, ServerProc};
 use super::nginx::Nginx;
 use super::web::{column, Axis, Chart, Meta, Web, WebArgs};
-use crate::proto::http::{parse_response_head, BodyDecoder, BodyFraming};
+use crate::load::endpoint::Timestamp;
+use crate::load::parse_event;
+use crate::load::record::{max, new_hist, quantile};
+use crate::proto::http::BodyDecoder;
 use crate::proto::sse;
 use crate::proto::ws::{Message, OpCode};
 use crate::sys::{self, TcpState};
@@ -83,8 +86,6 @@ pub struct Offload {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
-    pub machine: String,
-    pub command: String,
     pub nginx: String,
     pub tick_ms: u64,
     pub watch_s: u64,
@@ -122,9 +123,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         (args.watch_s, args.pool, args.tick_ms)
     };
     let version = Nginx::version();
-    println!("proxy: SSE, streams and WebSocket through a real nginx, and nginx in front of a blocking pool");
-    println!("machine: {}", harness::machine());
-    println!("command: {}", harness::command_line());
+    harness::announce("proxy: SSE, streams and WebSocket through a real nginx, and nginx in front of a blocking pool");
     let tick = tick_ms.to_string();
     let evented = ServerProc::start("evented", &["--model", "evented", "--tick-ms", &tick])?;
     let threads = pool.to_string();
@@ -221,8 +220,6 @@ pub fn run(args: &Args) -> Result<(), String> {
         );
     }
     let results = Results {
-        machine: harness::machine(),
-        command: harness::command_line(),
         nginx: version,
         tick_ms,
         watch_s,
@@ -232,23 +229,15 @@ pub fn run(args: &Args) -> Result<(), String> {
     };
     let summary = verdict(&results, probe_timeout);
     write_results(&dir, &results)?;
-    println!();
-    for line in &summary {
-        println!("{line}");
-    }
-    super::report::write(
+    harness::print_verdict(&summary);
+    harness::conclude(
         &dir,
-        "proxy: SSE, streams and WebSocket through nginx",
+        web,
         &summary,
         &["proxy.svg"],
         &["proxy.csv"],
-    )?;
-    println!(
-        "\nresults: {}/ (proxy.json, proxy.csv, proxy-events.csv, proxy.svg, report.html)",
-        dir.display()
-    );
-    web.finish(&summary, &format!("{}/report.html", dir.display()));
-    Ok(())
+        &["proxy.json", "proxy-events.csv"],
+    )
 }
 
 /// nginx's locations: `/plain/` is `proxy_pass` and nothing else, but that it ignores the
@@ -282,93 +271,67 @@ fn watch(
         .map_err(|e| format!("cannot set a read timeout: {e}"))?;
     let start = Instant::now();
     c.send(format!("GET {path} HTTP/1.1\r\nHost: c10k\r\n\r\n").as_bytes())?;
-    let mut head = None;
-    let mut decoder = None;
-    let mut parser = sse::Parser::new();
-    let (mut raw, mut lines, mut events) = (Vec::new(), Vec::new(), Vec::new());
+    // The status and the body's decoder, once the head is in.
+    let mut response: Option<(u16, BodyDecoder)> = None;
+    let (mut parser, mut parsed) = (sse::Parser::new(), Vec::new());
+    let (mut body, mut events) = (Vec::new(), Vec::new());
+    let timestamp = Timestamp::default();
+    let mut latencies = new_hist();
     while start.elapsed() < window {
         match c.fill() {
             Ok(0) => break,
-            Ok(_) => raw.extend(c.take()),
+            Ok(_) => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
             Err(e) => return Err(format!("{case}: the stream broke: {e}")),
         }
-        if head.is_none() {
-            match parse_response_head(&raw) {
-                Ok(Some((h, used))) => {
-                    raw.drain(..used);
-                    decoder = (h.body == BodyFraming::Chunked)
-                        .then(|| BodyDecoder::new(h.body, u64::MAX));
-                    head = Some(h);
-                }
-                Ok(None) => continue,
-                Err(e) => return Err(format!("{case}: a bad response head: {e:?}")),
-            }
+        if response.is_none() {
+            response = c
+                .try_head()?
+                .map(|h| (h.status, BodyDecoder::new(h.body, u64::MAX)));
         }
-        let mut body = Vec::new();
-        match &mut decoder {
-            Some(d) => {
-                let used = d
-                    .decode(&raw, &mut body)
-                    .map_err(|e| format!("{case}: a bad chunked body: {e:?}"))?;
-                raw.drain(..used);
-            }
-            None => body = std::mem::take(&mut raw),
-        }
-        let mut sent = Vec::new();
-        if path.ends_with("/sse") {
-            let mut parsed = Vec::new();
+        let Some((_, decoder)) = &mut response else {
+            continue;
+        };
+        c.decode_buffered(decoder, &mut body)?;
+        // Each event's data (SSE), or each whole line (NDJSON; a partial one waits).
+        let data: Vec<Vec<u8>> = if path.ends_with("/sse") {
             parser.feed(&body, &mut parsed);
-            sent.extend(parsed.iter().filter_map(|e| sent_ns(&e.data)));
+            body.clear();
+            parsed.drain(..).map(|e| e.data.into_bytes()).collect()
         } else {
-            lines.extend_from_slice(&body);
-            while let Some(end) = lines.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = lines.drain(..=end).collect();
-                sent.extend(sent_ns(&String::from_utf8_lossy(&line)));
-            }
-        }
+            let whole = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let lines: Vec<u8> = body.drain(..whole).collect();
+            lines.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect()
+        };
         let now = sys::now_ns();
-        events.extend(
-            sent.into_iter()
-                .map(|ns| (since(start), now.saturating_sub(ns) / 1000)),
-        );
+        for sent in data
+            .iter()
+            .filter_map(|d| parse_event(d, &timestamp).sent_ns)
+        {
+            let us = now.saturating_sub(sent) / 1000;
+            latencies.saturating_record(us);
+            events.push((since(start), us));
+        }
     }
-    let mut latencies: Vec<u64> = events.iter().map(|&(_, us)| us).collect();
-    latencies.sort_unstable();
-    let p50 = latencies
-        .get(latencies.len().saturating_sub(1) / 2)
-        .copied();
     Ok(Stream {
         case: case.to_string(),
         path: path.to_string(),
-        status: head.map_or(0, |h| h.status),
+        status: response.map_or(0, |(status, _)| status),
         published: window.as_millis() as u64 / tick_ms,
         received: events.len() as u64,
         first_event_s: events.first().map(|&(t, _)| t),
-        p50_us: p50,
-        max_us: latencies.last().copied(),
+        p50_us: quantile(&latencies, 0.5),
+        max_us: max(&latencies),
         events,
     })
-}
-
-/// The `sent_ns` of an event's JSON.
-fn sent_ns(json: &str) -> Option<u64> {
-    serde_json::from_str::<serde_json::Value>(json.trim()).ok()?["sent_ns"].as_u64()
 }
 
 /// Asks for a WebSocket upgrade through nginx; if it succeeds, times one echo.
 fn upgrade(addr: SocketAddr, case: &str, path: &str) -> Result<Upgrade, String> {
     let mut c = Client::connect(addr)?;
-    c.send(
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: c10k\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .as_bytes(),
-    )?;
-    let head = c.read_head()?;
+    let status = c.try_upgrade(path)?;
     let mut echo_us = None;
-    if head.status == 101 {
+    if status == 101 {
         let mut frames = client::server_frames();
         let sent = Instant::now();
         c.send(&client::client_frame(OpCode::Text, b"through the proxy"))?;
@@ -382,7 +345,7 @@ fn upgrade(addr: SocketAddr, case: &str, path: &str) -> Result<Upgrade, String> 
     }
     Ok(Upgrade {
         case: case.to_string(),
-        status: head.status,
+        status,
         echo_us,
     })
 }
@@ -489,7 +452,7 @@ fn dashboard() -> Meta {
 }
 
 fn write_results(dir: &std::path::Path, r: &Results) -> Result<(), String> {
-    harness::write_json(&dir.join("proxy.json"), r)?;
+    harness::write_results(&dir.join("proxy.json"), r)?;
     let mut rows: Vec<Vec<String>> = r
         .streams
         .iter()

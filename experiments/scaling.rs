@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use super::chart::{self, Panel, Series};
 use super::harness::{self, fmt_us, LoadProc};
-use super::report;
 use super::web::{column, Axis, Chart, Meta, Web, WebArgs};
 use crate::app::config::Model;
 use crate::capacity::{self, thousands, Limits};
@@ -121,13 +120,9 @@ pub fn run(args: &Args) -> Result<(), String> {
     let dir = harness::results_dir("scaling", args.out.as_deref())?;
     let limits = Limits::read();
     let target = steps.iter().copied().max().unwrap_or(0);
-    println!(
-        "scaling: idle {} connections in steps of {} against each model in turn, a fresh server per step",
+    harness::announce(&format!("scaling: idle {} connections in steps of {} against each model in turn, a fresh server per step",
         args.kind.name(),
-        steps.iter().map(|&n| thousands(n)).collect::<Vec<_>>().join(", ")
-    );
-    println!("machine: {}", harness::machine());
-    println!("command: {}", harness::command_line());
+        steps.iter().map(|&n| thousands(n)).collect::<Vec<_>>().join(", ")));
     warn_about_limits(&limits, target);
     let web = Web::start(&args.web, &dashboard(args))?;
     let mut rows = Vec::new();
@@ -157,9 +152,9 @@ pub fn run(args: &Args) -> Result<(), String> {
         println!("{line}");
     }
     write_results(&dir, args, &rows)?;
-    report::write(
+    harness::conclude(
         &dir,
-        &format!("scaling: idle {} connections", args.kind.name()),
+        web,
         &verdict,
         &[
             "scaling-memory.svg",
@@ -167,13 +162,8 @@ pub fn run(args: &Args) -> Result<(), String> {
             "scaling-threads.svg",
         ],
         &["scaling.csv"],
-    )?;
-    println!(
-        "\nresults: {}/ (scaling.json, scaling.csv, scaling-memory.svg, scaling-latency.svg, scaling-threads.svg, report.html)",
-        dir.display()
-    );
-    web.finish(&verdict, &format!("{}/report.html", dir.display()));
-    Ok(())
+        &["scaling.json"],
+    )
 }
 
 /// The dashboard's charts: one point per step and model.
@@ -551,8 +541,6 @@ fn verdict(last: &Row, rows: &[Row]) -> String {
 fn write_results(dir: &Path, args: &Args, rows: &[Row]) -> Result<(), String> {
     #[derive(Serialize)]
     struct Results<'a> {
-        machine: String,
-        command: String,
         kind: &'a str,
         ramp_per_sec: u64,
         /// Both ends of every connection are on this machine: the kernel figures count two
@@ -560,11 +548,9 @@ fn write_results(dir: &Path, args: &Args, rows: &[Row]) -> Result<(), String> {
         kernel_counts_both_ends: bool,
         rows: &'a [Row],
     }
-    harness::write_json(
+    harness::write_results(
         &dir.join("scaling.json"),
         &Results {
-            machine: harness::machine(),
-            command: harness::command_line(),
             kind: args.kind.name(),
             ramp_per_sec: args.ramp_per_sec,
             kernel_counts_both_ends: true,
@@ -649,12 +635,11 @@ pub const CSV_HEADER: [&str; 30] = [
 ];
 
 fn draw_charts(dir: &Path, rows: &[Row]) -> Result<(), String> {
-    let models = [("evented", chart::EVENTED), ("blocking", chart::BLOCKING)];
     // Each model's held steps, as (connections held, value) points.
     let series = |label: &str, pick: &dyn Fn(&Row) -> Option<f64>, pale: bool| -> Vec<Series> {
         chart::per_model(
             rows,
-            &models,
+            &chart::MODELS,
             |r| &r.model,
             |r| {
                 (r.held > 0)

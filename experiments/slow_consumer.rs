@@ -91,8 +91,8 @@ pub struct Outcome {
     /// write queue for every slow subscriber (the events they hold are mostly the history's
     /// own, shared, so this is the worst case).
     pub event_memory_bound: u64,
-    /// Seconds after publishing began until every slow subscriber was let go; `None` if some
-    /// were still held at the end.
+    /// The first second of publishing by whose end every slow subscriber was let go; `None` if
+    /// some were still held at the end.
     pub all_slow_cut_s: Option<f64>,
     pub slow_cut: u64,
     pub peak_threads_in_write: u64,
@@ -137,17 +137,13 @@ impl Args {
 pub fn run(args: &Args) -> Result<(), String> {
     let dir = harness::results_dir("slow-consumer", args.out.as_deref())?;
     let plan = args.plan();
-    println!(
-        "slow-consumer: {} subscribers read, {} never do; a {} B event every {} ms for {} s; cut off past {} queued",
+    harness::announce(&format!("slow-consumer: {} subscribers read, {} never do; a {} B event every {} ms for {} s; cut off past {} queued",
         plan.fast,
         plan.slow,
         plan.event_bytes,
         plan.period_ms,
         plan.seconds,
-        fmt_mib(args.max_write_queue as u64)
-    );
-    println!("machine: {}", harness::machine());
-    println!("command: {}", harness::command_line());
+        fmt_mib(args.max_write_queue as u64)));
     let web = Web::start(&args.web, &dashboard(args))?;
     let mut rows = Vec::new();
     let mut outcomes = Vec::new();
@@ -198,23 +194,15 @@ pub fn run(args: &Args) -> Result<(), String> {
     }
     let summary: Vec<String> = outcomes.iter().map(|o| verdict(o, args)).collect();
     write_results(&dir, &rows, &outcomes)?;
-    println!();
-    for line in &summary {
-        println!("{line}");
-    }
-    super::report::write(
+    harness::print_verdict(&summary);
+    harness::conclude(
         &dir,
-        "slow-consumer: subscribers that stop reading",
+        web,
         &summary,
         &["slow-consumer.svg"],
         &["slow-consumer-summary.csv", "slow-consumer.csv"],
-    )?;
-    println!(
-        "\nresults: {}/ (slow-consumer.json, slow-consumer.csv, slow-consumer-summary.csv, slow-consumer.svg, report.html)",
-        dir.display()
-    );
-    web.finish(&summary, &format!("{}/report.html", dir.display()));
-    Ok(())
+        &["slow-consumer.json"],
+    )
 }
 
 fn verdict(o: &Outcome, args: &Args) -> String {
@@ -312,21 +300,7 @@ fn measure(
     let mut next_publish = start;
     let mut next_sample = start + Duration::from_secs(1);
     let mut published = 0;
-    let mut outcome = Outcome {
-        model: model.name().to_string(),
-        fast: plan.fast,
-        slow: plan.slow,
-        rss_before,
-        rss_peak: rss_before,
-        event_memory_bound: (args.retain_bytes + plan.slow as usize * args.max_write_queue) as u64,
-        all_slow_cut_s: None,
-        slow_cut: 0,
-        peak_threads_in_write: 0,
-        fast_min_fraction: None,
-        fast_held_p50_us: None,
-        fast_held_p99_us: None,
-        fast_failed: 0,
-    };
+    let mut rows: Vec<Row> = Vec::new();
     let (mut second, mut in_write) = (0, 0);
     while Instant::now() < end {
         let now = Instant::now();
@@ -362,24 +336,30 @@ fn measure(
                 fast_p50_us: fast_second.as_ref().and_then(|s| s.event_p50_us),
                 fast_p99_us: fast_second.as_ref().and_then(|s| s.event_p99_us),
             };
-            outcome.rss_peak = outcome.rss_peak.max(row.server_rss);
-            outcome.peak_threads_in_write = outcome.peak_threads_in_write.max(row.threads_in_write);
-            outcome.slow_cut = slow_cut;
-            if slow_cut == plan.slow && outcome.all_slow_cut_s.is_none() {
-                outcome.all_slow_cut_s = Some(start.elapsed().as_secs_f64());
-            }
-            show(row);
+            show(row.clone());
+            rows.push(row);
         }
         let wake = next_publish.min(next_sample).min(end);
         thread::sleep(wake.saturating_duration_since(Instant::now()));
     }
     drop(slow);
     let report = load.finish(Duration::from_secs(30))?;
-    outcome.fast_min_fraction = report.totals.delivery.min_fraction;
-    outcome.fast_held_p50_us = report.totals.held_event_p50_us;
-    outcome.fast_held_p99_us = report.totals.held_event_p99_us;
-    outcome.fast_failed = report.totals.failed_total;
-    Ok(outcome)
+    let peak = |value: fn(&Row) -> u64| rows.iter().map(value).max().unwrap_or(0);
+    Ok(Outcome {
+        model: model.name().to_string(),
+        fast: plan.fast,
+        slow: plan.slow,
+        rss_before,
+        rss_peak: peak(|r| r.server_rss).max(rss_before),
+        event_memory_bound: (args.retain_bytes + plan.slow as usize * args.max_write_queue) as u64,
+        all_slow_cut_s: rows.iter().find(|r| r.slow_cut == plan.slow).map(|r| r.t_s),
+        slow_cut: rows.last().map_or(0, |r| r.slow_cut),
+        peak_threads_in_write: peak(|r| r.threads_in_write),
+        fast_min_fraction: report.totals.delivery.min_fraction,
+        fast_held_p50_us: report.totals.held_event_p50_us,
+        fast_held_p99_us: report.totals.held_event_p99_us,
+        fast_failed: report.totals.failed_total,
+    })
 }
 
 /// A subscriber with a small receive buffer that sends its request and never reads again.
@@ -423,13 +403,12 @@ fn wait_for_sse(stats: &mut Client, n: u64, limit: Duration) -> Result<(), Strin
 /// Threads of `pid` asleep waiting for room in a socket's send buffer, from their kernel
 /// stacks (`wchan` says only `wait_woken`, which a thread blocked in `read()` shares).
 fn threads_in_write(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stack")).ok())
-        .filter(|stack| stack.contains("sk_stream_wait_memory"))
-        .count() as u64
+    sys::task_files(pid, "stack").map_or(0, |stacks| {
+        stacks
+            .iter()
+            .filter(|stack| stack.contains("sk_stream_wait_memory"))
+            .count() as u64
+    })
 }
 
 fn dashboard(args: &Args) -> Meta {
@@ -459,20 +438,10 @@ fn dashboard(args: &Args) -> Meta {
 fn write_results(dir: &std::path::Path, rows: &[Row], outcomes: &[Outcome]) -> Result<(), String> {
     #[derive(Serialize)]
     struct Results<'a> {
-        machine: String,
-        command: String,
         outcomes: &'a [Outcome],
         rows: &'a [Row],
     }
-    harness::write_json(
-        &dir.join("slow-consumer.json"),
-        &Results {
-            machine: harness::machine(),
-            command: harness::command_line(),
-            outcomes,
-            rows,
-        },
-    )?;
+    harness::write_results(&dir.join("slow-consumer.json"), &Results { outcomes, rows })?;
     let csv: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -551,11 +520,10 @@ fn write_results(dir: &std::path::Path, rows: &[Row], outcomes: &[Outcome]) -> R
         ],
         &summary,
     )?;
-    let models = [("evented", chart::EVENTED), ("blocking", chart::BLOCKING)];
     let lines = |value: &dyn Fn(&Row) -> Option<f64>| {
         chart::per_model(
             rows,
-            &models,
+            &chart::MODELS,
             |r| r.model.as_str(),
             |r| Some((r.t_s, value(r)?)),
             str::to_string,

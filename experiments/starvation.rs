@@ -9,7 +9,6 @@ use serde::Serialize;
 
 use super::chart::{self, Panel, Series};
 use super::harness::{self, fmt_mib, fmt_us, LoadProc, ServerProc};
-use super::report;
 use super::web::{column, Axis, Chart, Meta, Web, WebArgs};
 use crate::app::config::{ServerConfig, Threads};
 use crate::load::report::{Report, Second};
@@ -76,8 +75,6 @@ pub struct Outcome {
 
 #[derive(Serialize)]
 struct Results<'a> {
-    machine: String,
-    command: String,
     kind: &'a str,
     threads: String,
     clients: u64,
@@ -125,9 +122,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     };
     let dir = harness::results_dir("starvation", args.out.as_deref())?;
 
-    println!("starvation: {clients} long-lived {} clients, {ramp}/s, against both servers; a probe every {} ms", args.kind.name(), args.probe_ms);
-    println!("machine: {}", harness::machine());
-    println!("command: {}", harness::command_line());
+    harness::announce(&format!("starvation: {clients} long-lived {} clients, {ramp}/s, against both servers; a probe every {} ms", args.kind.name(), args.probe_ms));
     let tick = args.tick_ms.to_string();
     let mut evented = ServerProc::start("evented", &["--model", "evented", "--tick-ms", &tick])?;
     let mut blocking = ServerProc::start(
@@ -235,19 +230,14 @@ pub fn run(args: &Args) -> Result<(), String> {
     }
     write_results(&dir, &args, clients, ramp, &outcomes, &report_e, &report_b)?;
     let verdict: Vec<String> = outcomes.iter().map(|o| o.verdict.clone()).collect();
-    report::write(
+    harness::conclude(
         &dir,
-        &format!("starvation: {blocking_label} vs evented"),
+        web,
         &verdict,
         &["starvation.svg"],
         &["starvation.csv"],
-    )?;
-    println!(
-        "\nresults: {}/ (starvation.json, starvation.csv, starvation.svg, report.html)",
-        dir.display()
-    );
-    web.finish(&verdict, &format!("{}/report.html", dir.display()));
-    Ok(())
+        &["starvation.json"],
+    )
 }
 
 /// The dashboard's charts: the terminal view's columns, over time, both models side by side.
@@ -389,8 +379,6 @@ fn write_results(
     blocking: &Report,
 ) -> Result<(), String> {
     let results = Results {
-        machine: harness::machine(),
-        command: harness::command_line(),
         kind: args.kind.name(),
         threads: args.threads.to_string(),
         clients,
@@ -402,7 +390,7 @@ fn write_results(
         evented,
         blocking,
     };
-    harness::write_json(&dir.join("starvation.json"), &results)?;
+    harness::write_results(&dir.join("starvation.json"), &results)?;
 
     let mut rows = Vec::new();
     for (model, report) in [("evented", evented), ("blocking", blocking)] {

@@ -93,6 +93,8 @@ pub fn column(key: &'static str, label: &'static str, unit: &'static str) -> Col
 pub struct Web {
     dashboard: Option<Dashboard>,
     linger: Duration,
+    /// The run's title, which the report takes too.
+    pub title: String,
 }
 
 impl Web {
@@ -103,6 +105,7 @@ impl Web {
             return Ok(Web {
                 dashboard: None,
                 linger,
+                title: meta.title.clone(),
             });
         };
         let dashboard = Dashboard::start(addr)
@@ -111,21 +114,9 @@ impl Web {
         let web = Web {
             dashboard: Some(dashboard),
             linger,
+            title: meta.title.clone(),
         };
-        // The command and the machine, as every result says them.
-        #[derive(Serialize)]
-        struct Described<'a> {
-            command: String,
-            machine: String,
-            #[serde(flatten)]
-            meta: &'a Meta,
-        }
-        let described = Described {
-            command: super::harness::command_line(),
-            machine: super::harness::machine(),
-            meta,
-        };
-        web.send("meta", &described);
+        web.send("meta", &super::harness::described(meta));
         Ok(web)
     }
 

@@ -218,6 +218,28 @@ pub fn pss_bytes(pid: u32) -> io::Result<(u64, u64)> {
     Ok((pss, kb_field(&rollup, "Pss_Anon").unwrap_or(pss)))
 }
 
+/// Makes the child that `command` starts get SIGTERM when this process dies, however it dies
+/// (`PR_SET_PDEATHSIG`), so that nothing it started is left behind.
+pub fn die_with_parent(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: between fork and exec the closure calls only async-signal-safe functions (prctl,
+    // getppid) and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before the line above: then the parent is already another.
+            if libc::getppid() != parent {
+                return Err(io::Error::other("the parent exited"));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// CPU time a process has used so far, user and system, from `/proc/PID/stat`.
 pub fn cpu_time(pid: u32) -> io::Result<std::time::Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -243,19 +265,18 @@ pub fn cpu_time(pid: u32) -> io::Result<std::time::Duration> {
 /// of `/proc/PID/task/*/schedstat`): for short measurements, where `/proc/PID/stat`'s clock
 /// ticks (10 ms) are too coarse. Threads that exited are not counted.
 pub fn cpu_time_ns(pid: u32) -> io::Result<u64> {
-    let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let path = task?.path().join("schedstat");
-        // A thread may exit between the listing and the read.
-        if let Ok(text) = std::fs::read_to_string(path) {
-            total += text
-                .split_whitespace()
-                .next()
-                .and_then(|ns| ns.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    Ok(total)
+    Ok(task_files(pid, "schedstat")?
+        .iter()
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum())
+}
+
+/// The file `name` of every thread of a process (`/proc/PID/task/*/NAME`), for the threads
+/// that still exist when it is read and whose file this process may read.
+pub fn task_files(pid: u32, name: &str) -> io::Result<Vec<String>> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/task"))?
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join(name)).ok())
+        .collect())
 }
 
 /// A field of `/proc/meminfo`, in bytes.

@@ -494,7 +494,7 @@ fn marker_ns(text: &str) -> Option<u64> {
 
 /// What an event's data says of its `seq` and send time. Data that is not JSON, or JSON
 /// without the field, is still an event, only one whose delivery cannot be timed.
-fn parse_event(data: &[u8], timestamp: &Timestamp) -> Delivered {
+pub fn parse_event(data: &[u8], timestamp: &Timestamp) -> Delivered {
     if timestamp.is_contract() {
         // The contract's events: read the two fields without building a tree.
         return serde_json::from_slice(data).unwrap_or_default();

@@ -39,6 +39,7 @@ use std::path::PathBuf;
 use endpoint::{Request, TimeUnit, Timestamp, Url};
 use serde::{Deserialize, Serialize};
 
+pub use client::parse_event;
 pub use report::{Delivery, Failures, Report, Second, ServerSample, Totals};
 
 const DEFAULT_CONNECTIONS: u64 = 100;

@@ -34,21 +34,13 @@ pub(super) fn spawn(
         .arg(spec.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    // SAFETY: getpid has no preconditions.
-    let supervisor = unsafe { libc::getpid() };
+    // If the supervisor is killed, its workers get SIGTERM and stop by themselves.
+    crate::sys::die_with_parent(&mut cmd);
     let inherited = [spec.listener_fd, spec.control_fd];
-    // SAFETY: between fork and exec the closure calls only async-signal-safe functions
-    // (prctl, getppid, fcntl) and allocates nothing.
+    // SAFETY: between fork and exec the closure calls only fcntl, which is async-signal-safe,
+    // and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            // If the supervisor is killed, its workers get SIGTERM and stop by themselves.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // ... unless it died before the line above: then the parent is already another.
-            if libc::getppid() != supervisor {
-                return Err(io::Error::other("the supervisor exited"));
-            }
             for fd in inherited {
                 if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                     return Err(io::Error::last_os_error());
