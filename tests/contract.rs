@@ -81,6 +81,7 @@ macro_rules! contract_suite {
                 poll_returns_retained_events_at_once,
                 poll_is_held_until_an_event_is_published,
                 poll_times_out_with_an_empty_array,
+                short_poll_answers_at_once,
                 publish_answers_seq_and_live_subscribers,
                 every_transport_carries_the_same_json,
                 publish_body_over_64k_is_413_and_closes,
@@ -1207,6 +1208,22 @@ fn poll_times_out_with_an_empty_array(args: &[&str]) {
         c.send(get("/poll?after=0"));
         assert_poll(&c.response(), &[]);
     }
+}
+
+fn short_poll_answers_at_once(args: &[&str]) {
+    // The long-poll timeout is far beyond the test's patience: only `wait=0` answers quickly.
+    let server = start(args, &["--poll-timeout-ms", "600000"]);
+    let mut c = Client::open(&server);
+    c.send(get("/poll?after=0&wait=0"));
+    assert_poll(&c.response(), &[]);
+    publish(&server, "m1");
+    publish(&server, "m2");
+    c.send(get("/poll?wait=0&after=1"));
+    assert_poll(&c.response(), &[2]);
+    c.send(get("/poll?after=2&wait=0"));
+    assert_poll(&c.response(), &[]);
+    c.send(get("/poll?after=0&wait=maybe"));
+    assert_eq!(c.response().status, 400);
 }
 
 // ---- publish -----------------------------------------------------------------------------------

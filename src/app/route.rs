@@ -16,8 +16,9 @@ pub enum Route {
     Stream { chunked: bool },
     /// `GET /ws` with a valid upgrade: `accept` is the `Sec-WebSocket-Accept` value.
     WebSocket { accept: String },
-    /// `GET /poll`: events after `after`, or `None` for "the next one".
-    Poll { after: Option<u64> },
+    /// `GET /poll`: events after `after`, or `None` for "the next one"; held until there are
+    /// some unless `wait` is false (`wait=0`: short polling, answered at once).
+    Poll { after: Option<u64>, wait: bool },
     /// `POST /publish`.
     Publish,
     /// `POST /echo`: chunked (or, for HTTP/1.0, delimited by the close).
@@ -78,13 +79,22 @@ pub fn route(head: &RequestHead) -> Route {
         // RFC 6455 §4.1: the opening handshake is a GET; a HEAD is not an upgrade.
         "/ws" if head_only => NO_UPGRADE,
         "/ws" if get => websocket(head),
-        "/poll" if get => match head.query_param("after") {
-            None => Route::Poll { after: None },
-            Some(v) => match v.parse() {
-                Ok(after) => Route::Poll { after: Some(after) },
-                Err(_) => error(400),
-            },
-        },
+        "/poll" if get => {
+            let after = head.query_param("after").map(str::parse);
+            let wait = match head.query_param("wait") {
+                None | Some("1") => true,
+                Some("0") => false,
+                Some(_) => return error(400),
+            };
+            match after {
+                None => Route::Poll { after: None, wait },
+                Some(Ok(after)) => Route::Poll {
+                    after: Some(after),
+                    wait,
+                },
+                Some(Err(_)) => error(400),
+            }
+        }
         "/stats" if get => Route::Stats,
         "/publish" if post => Route::Publish,
         "/echo" if post => Route::Echo { chunked },
@@ -198,7 +208,21 @@ mod tests {
         );
         assert_eq!(
             route_of("GET /poll?after=3 HTTP/1.1\r\nHost: a\r\n\r\n"),
-            Route::Poll { after: Some(3) }
+            Route::Poll {
+                after: Some(3),
+                wait: true
+            }
+        );
+        assert_eq!(
+            route_of("GET /poll?wait=0&after=3 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Route::Poll {
+                after: Some(3),
+                wait: false
+            }
+        );
+        assert_eq!(
+            route_of("GET /poll?after=3&wait=no HTTP/1.1\r\nHost: a\r\n\r\n"),
+            error(400)
         );
         assert_eq!(
             route_of("GET /poll?after=x HTTP/1.1\r\nHost: a\r\n\r\n"),

@@ -110,6 +110,8 @@ struct Body {
 struct Subscribing {
     kind: Kind,
     head: Vec<u8>,
+    /// A poll that waits for an event; a short poll is answered at once.
+    wait: bool,
 }
 
 /// One bit each.
@@ -407,18 +409,18 @@ impl Session {
             },
             Route::Sse { last_event_id } => {
                 reply::sse_head(&mut out, false);
-                return self.subscribe(cx, Kind::Sse, last_event_id, out);
+                return self.subscribe(cx, Kind::Sse, last_event_id, out, true);
             }
             Route::Stream { chunked } => {
                 self.set(flag::CHUNKED, chunked);
                 reply::stream_head(&mut out, chunked);
-                return self.subscribe(cx, Kind::Stream, None, out);
+                return self.subscribe(cx, Kind::Stream, None, out, true);
             }
             Route::WebSocket { accept } => {
                 reply::ws_accept(&mut out, &accept);
-                return self.subscribe(cx, Kind::Ws, None, out);
+                return self.subscribe(cx, Kind::Ws, None, out, true);
             }
-            Route::Poll { after } => return self.subscribe(cx, Kind::Poll, after, out),
+            Route::Poll { after, wait } => return self.subscribe(cx, Kind::Poll, after, out, wait),
         }
         if head_only {
             reply::strip_body(&mut out);
@@ -490,9 +492,16 @@ impl Session {
 
     // ---- subscribers -----------------------------------------------------------------------
 
-    fn subscribe(&mut self, cx: &mut Ctx, kind: Kind, after: Option<u64>, head: Vec<u8>) {
+    fn subscribe(
+        &mut self,
+        cx: &mut Ctx,
+        kind: Kind,
+        after: Option<u64>,
+        head: Vec<u8>,
+        wait: bool,
+    ) {
         // The deadline stays, as in `ask`.
-        self.phase = Phase::Subscribing(Box::new(Subscribing { kind, head }));
+        self.phase = Phase::Subscribing(Box::new(Subscribing { kind, head, wait }));
         cx.act(Action::Subscribe { kind, after });
     }
 
@@ -507,7 +516,7 @@ impl Session {
         let Phase::Subscribing(s) = std::mem::replace(&mut self.phase, Phase::Head) else {
             return;
         };
-        let Subscribing { kind, head } = *s;
+        let Subscribing { kind, head, wait } = *s;
         self.write(cx, head);
         self.delivered = from;
         let (phase, deadline) = match kind {
@@ -519,6 +528,9 @@ impl Session {
         self.phase = phase;
         self.deadline = deadline;
         self.on_events(cx, replay);
+        if !wait && matches!(self.phase, Phase::Poll) {
+            return self.end_poll(cx, b"[]");
+        }
         // Frames may have come with the upgrade request.
         self.process_pending(cx);
     }

@@ -64,17 +64,26 @@ impl Broadcaster {
     }
 
     /// Registers `sub` for the events after `after` (see `Hub::resume_point`). Under the lock,
-    /// `start` is called first with where the subscriber starts (it writes the response head),
-    /// then the retained events after that go into the mailbox. When the server is shutting
+    /// `start` is called first with where the subscriber starts and the hub (it writes the
+    /// response head), then the retained events after that go into the mailbox. When the server is shutting
     /// down, `sub` is not registered and ends at once with `End::Shutdown`.
-    pub fn subscribe(&self, sub: &Arc<Subscriber>, after: Option<u64>, start: impl FnOnce(u64)) {
+    pub fn subscribe(
+        &self,
+        sub: &Arc<Subscriber>,
+        after: Option<u64>,
+        start: impl FnOnce(u64, &Hub),
+    ) {
         let mut inner = lock(&self.inner);
         let from = inner.hub.resume_point(after);
-        start(from);
-        for event in inner.hub.since(from) {
-            // Replay is not held to the bound, as in the evented server: the consumer takes
-            // it at once.
-            sub.offer(Item::Event(Arc::clone(event)), None);
+        start(from, &inner.hub);
+        // A poll is answered from the retained events by `start`, at once, as a short poll must
+        // be; a stream gets them through its mailbox, in order with what follows.
+        if sub.kind != Kind::Poll {
+            for event in inner.hub.since(from) {
+                // Replay is not held to the bound, as in the evented server: the consumer takes
+                // it at once.
+                sub.offer(Item::Event(Arc::clone(event)), None);
+            }
         }
         if inner.closed {
             // As in `shutdown`: a WebSocket's reader sees the stop flag itself.
@@ -203,7 +212,7 @@ mod tests {
         let (sock, _client) = socket();
         let sub = Subscriber::new(Kind::Sse, sock);
         let mut started = None;
-        b.subscribe(&sub, Some(2), |from| started = Some(from));
+        b.subscribe(&sub, Some(2), |from, _| started = Some(from));
         assert_eq!(started, Some(2));
         assert_eq!(b.count(Kind::Sse), 1);
         let (seq, subscribers) = b.publish_message("hi");
@@ -221,7 +230,7 @@ mod tests {
         let b = Broadcaster::new(Hub::new(16, usize::MAX), 200);
         let (sock, _client) = socket();
         let sub = Subscriber::new(Kind::Stream, sock);
-        b.subscribe(&sub, None, |_| {});
+        b.subscribe(&sub, None, |_, _| {});
         let mut published = 0;
         while sub.ended().is_none() {
             b.publish_message("a message of some length, to fill the bound");
@@ -257,7 +266,7 @@ mod tests {
             0
         );
         let late = Subscriber::new(Kind::Poll, sock);
-        b.subscribe(&late, None, |_| {});
+        b.subscribe(&late, None, |_, _| {});
         assert_eq!(late.ended(), Some(End::Shutdown));
     }
 

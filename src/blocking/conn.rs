@@ -316,13 +316,17 @@ impl Conn {
         self.sock().set_reading(kind == Kind::Ws);
         let mut actions = Vec::new();
         let session = &mut self.session;
-        shared.bcast.subscribe(&sub, after, |from| {
+        shared.bcast.subscribe(&sub, after, |from, hub| {
             let mut cx = Ctx {
                 cfg: &shared.cfg,
                 now: shared.now_ms(),
                 actions: &mut actions,
             };
-            session.subscribed(&mut cx, from, []);
+            if kind == Kind::Poll {
+                session.subscribed(&mut cx, from, hub.since(from));
+            } else {
+                session.subscribed(&mut cx, from, []);
+            }
             if kind == Kind::Ws {
                 // The 101 must reach the writer before any event: queue it under the lock.
                 actions.retain(|a| match a {
