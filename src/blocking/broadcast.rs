@@ -252,7 +252,7 @@ mod tests {
         let stream = Subscriber::new(Kind::Stream, Arc::clone(&sock));
         let ws = Subscriber::new(Kind::Ws, Arc::clone(&sock));
         for sub in [&sse, &stream, &ws] {
-            b.subscribe(sub, None, |_| {});
+            b.subscribe(sub, None, |_, _| {});
         }
         b.heartbeat(Duration::ZERO);
         assert!(matches!(sse.take(None).items[0], Item::Heartbeat));
