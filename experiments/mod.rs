@@ -12,11 +12,13 @@ pub mod hostile;
 pub mod idle_cost;
 pub mod keepalive;
 mod nginx;
+pub mod overhead;
 pub mod proxy;
 mod report;
 pub mod scaling;
 pub mod slow_consumer;
 pub mod starvation;
+mod tls;
 pub mod web;
 
 /// `c10k run EXPERIMENT`
@@ -50,6 +52,10 @@ pub enum Experiment {
     /// How long until each model frees a client that left: a FIN, a reset, and a client that
     /// silently vanishes (a link down in a network namespace), with and without heartbeats.
     Disconnect(disconnect::Args),
+    /// The same messages by short polling, long polling, SSE, a chunked stream and a
+    /// WebSocket: bytes and packets each way, server CPU and latency per message, 16 B to
+    /// 64 KiB; what opening each costs, and TLS 1.3 full and resumed.
+    Overhead(overhead::Args),
 }
 
 /// Each experiment's name and what it shows, for `c10k list`: the same doc comments that
@@ -78,5 +84,6 @@ pub fn run(experiment: &Experiment) -> Result<(), String> {
         Experiment::SlowConsumer(args) => slow_consumer::run(args),
         Experiment::Proxy(args) => proxy::run(args),
         Experiment::Disconnect(args) => disconnect::run(args),
+        Experiment::Overhead(args) => overhead::run(args),
     }
 }

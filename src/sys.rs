@@ -279,6 +279,77 @@ pub fn task_files(pid: u32, name: &str) -> io::Result<Vec<String>> {
         .collect())
 }
 
+/// What the kernel counted on one TCP socket (`TCP_INFO`, Linux 4.6 and later): the payload
+/// bytes and the segments each way, pure ACKs and the handshake included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpCounters {
+    /// Payload bytes sent and acknowledged by the peer.
+    pub bytes_acked: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    pub segs_out: u64,
+    pub segs_in: u64,
+    /// Whether segments carry the 12-byte timestamp option (RFC 7323).
+    pub timestamps: bool,
+}
+
+impl TcpCounters {
+    /// IPv4 and TCP header bytes of each segment on this connection: 20 + 20, and 12 of
+    /// timestamp option (10 padded to 12) when it was negotiated. SACK blocks, when a loss
+    /// brings them, are not counted.
+    pub fn header_bytes(&self) -> u64 {
+        40 + if self.timestamps { 12 } else { 0 }
+    }
+}
+
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`), in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the struct we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `linux/tcp.h`'s bit in `tcpi_options` for the timestamp option.
+const TCPI_OPT_TIMESTAMPS: u8 = 1;
+
+/// `TCP_INFO` of a connected TCP socket.
+pub fn tcp_counters(fd: RawFd) -> io::Result<TcpCounters> {
+    // SAFETY: tcp_info is plain old data; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info` and updates `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            std::ptr::addr_of_mut!(info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let filled = std::mem::offset_of!(libc::tcp_info, tcpi_data_segs_out);
+    if (len as usize) <= filled {
+        return Err(io::Error::other(
+            "this kernel's TCP_INFO has no segment counts",
+        ));
+    }
+    Ok(TcpCounters {
+        // The kernel counts the SYN's sequence number (and a FIN's) as acknowledged bytes.
+        bytes_acked: info.tcpi_bytes_acked.saturating_sub(1),
+        bytes_received: info.tcpi_bytes_received,
+        segs_out: u64::from(info.tcpi_segs_out),
+        segs_in: u64::from(info.tcpi_segs_in),
+        timestamps: info.tcpi_options & TCPI_OPT_TIMESTAMPS != 0,
+    })
+}
+
 /// A field of `/proc/meminfo`, in bytes.
 pub fn meminfo(name: &str) -> Option<u64> {
     kb_field(&std::fs::read_to_string("/proc/meminfo").ok()?, name)

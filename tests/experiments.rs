@@ -519,3 +519,94 @@ fn disconnect_quick_every_fin_and_reset_is_noticed() {
     assert_written(&out, &["disconnect.csv", "disconnect.svg", "report.html"]);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn overhead_quick_counts_each_transports_framing_and_setup() {
+    let out = out_dir("overhead");
+    run(&["overhead", "--quick"], &out);
+    let results = json(out.join("overhead.json"));
+    let messages = results["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 10, "five transports for each of two sizes");
+    let f =
+        |r: &serde_json::Value, key: &str| r[key].as_f64().unwrap_or_else(|| panic!("{key}: {r}"));
+    for r in messages {
+        assert_eq!(r["messages"], 5, "{r}");
+        let event = f(r, "event_bytes");
+        assert!(event > r["size"].as_f64().unwrap(), "{r}");
+        let framing = f(r, "framing_bytes");
+        match r["transport"].as_str().unwrap() {
+            // RFC 6455 §5.2: an unmasked server frame has a 2-byte header, 4 with a 16-bit length.
+            "WebSocket" => assert_eq!(framing, if event <= 125.0 { 2.0 } else { 4.0 }, "{r}"),
+            // RFC 9112 §7.1: the size in hex, two CRLFs, and the NDJSON line's own newline.
+            "chunked stream" => {
+                let digits = format!("{:x}", event as u64 + 1).len() as f64;
+                assert_eq!(framing, digits + 5.0, "{r}");
+            }
+            // `id: N`, `event: message`, `data: ` and the blank line.
+            "SSE" => assert!((25.0..40.0).contains(&framing), "{r}"),
+            "long polling" => {
+                assert_eq!(f(r, "requests_per_message"), 1.0, "{r}");
+                assert!(framing > 60.0 && f(r, "up_bytes") > 30.0, "{r}");
+            }
+            "short polling" => assert!(f(r, "requests_per_message") > 0.0, "{r}"),
+            other => panic!("unexpected transport {other}"),
+        }
+        if !r["transport"].as_str().unwrap().contains("polling") {
+            assert_eq!(
+                f(r, "up_bytes"),
+                0.0,
+                "a stream's client sends only ACKs: {r}"
+            );
+            assert!(f(r, "up_packets") > 0.0, "{r}");
+        }
+        assert!(
+            f(r, "down_packets") > 0.0 && f(r, "server_cpu_us") > 0.0,
+            "{r}"
+        );
+        assert!(f(r, "down_wire_bytes") > f(r, "down_bytes"), "{r}");
+        assert!(r["p50_us"].as_u64().is_some(), "{r}");
+        assert!(
+            (22..=40).contains(&r["tls_adds_bytes"].as_u64().unwrap()),
+            "{r}"
+        );
+    }
+    let setups = results["setups"].as_array().expect("setups");
+    let setup = |name: &str| {
+        setups
+            .iter()
+            .find(|s| s["setup"].as_str().unwrap().starts_with(name))
+            .unwrap_or_else(|| panic!("no setup {name}"))
+            .clone()
+    };
+    assert_eq!(setup("TCP connect")["round_trips"], 1);
+    assert_eq!(setup("TCP connect")["up_bytes"], 0);
+    for name in ["SSE", "chunked stream", "WebSocket", "short polling"] {
+        let s = setup(name);
+        assert_eq!(s["round_trips"], 2, "{s}");
+        assert!(s["down_bytes"].as_u64().unwrap() > 90, "{s}");
+    }
+    assert!(setup("WebSocket")["up_bytes"].as_u64() > setup("SSE")["up_bytes"].as_u64());
+    let (full, resumed, early) = (
+        setup("TLS 1.3 full"),
+        setup("TLS 1.3 resumed (PSK)"),
+        setup("TLS 1.3 resumed, request as 0-RTT"),
+    );
+    assert_eq!(full["round_trips"], 3, "{full}");
+    assert_eq!(
+        resumed["round_trips"], 3,
+        "RFC 8446 §2.2: still one round trip: {resumed}"
+    );
+    assert_eq!(early["round_trips"], 2, "RFC 8446 §2.3: {early}");
+    // A resumed server sends no certificate.
+    assert!(full["down_bytes"].as_u64() > resumed["down_bytes"].as_u64());
+    assert_written(
+        &out,
+        &[
+            "overhead.csv",
+            "overhead-setup.csv",
+            "overhead.svg",
+            "report.html",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
