@@ -612,14 +612,16 @@ impl Subscriber {
     }
 }
 
-/// Decodes what is buffered of a streamed body, reading once first if nothing is.
+/// Decodes what is buffered of a streamed body onto `body`, reading first when that brings
+/// nothing new (`body` may hold a partial line from before).
 fn read_body_part(
     c: &mut Client,
     decoder: &mut BodyDecoder,
     body: &mut Vec<u8>,
 ) -> Result<(), String> {
+    let had = body.len();
     c.decode_buffered(decoder, body)?;
-    if body.is_empty() {
+    if body.len() == had {
         match c.fill() {
             Ok(0) => return Err("the server ended the stream".to_string()),
             Ok(_) => {}

@@ -172,6 +172,8 @@ pub fn record_overhead(configs: &Configs, size: usize) -> Result<u64, String> {
     }
     // Tickets and anything else the handshake left behind go first.
     send(&mut server, &mut flight, &mut client)?;
+    // The whole message at once, past the default 64 KiB of buffered records.
+    server.set_buffer_limit(None);
     server
         .writer()
         .write_all(&vec![b'x'; size])
