@@ -409,5 +409,13 @@ pub fn machine() -> String {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".to_string());
     let nofile = sys::raise_fd_limit().map_or(0, |(soft, _)| soft);
-    format!("{cores} cores, Linux {kernel}, RLIMIT_NOFILE {nofile}")
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+                .map(|(_, model)| format!("{}, ", model.trim()))
+        })
+        .unwrap_or_default();
+    format!("{cpu}{cores} cores, Linux {kernel}, RLIMIT_NOFILE {nofile}")
 }

@@ -7,6 +7,7 @@
 //! overhead", the TLS claims, and when each transport is the right tool.
 
 use std::os::fd::AsRawFd;
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -47,10 +48,14 @@ pub struct Args {
     /// Milliseconds between two short polls.
     #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub poll_interval_ms: u64,
+    /// Subscribers at once when the server's CPU per delivery is measured.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=5_000))]
+    pub subscribers: u64,
     /// Connections opened to measure each transport's setup, and TLS handshakes of each kind.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub setups: u64,
-    /// A short run for tests: two sizes, 5 messages 20 ms apart, polls every 50 ms, 10 setups.
+    /// A short run for tests: two sizes, 5 messages 20 ms apart, polls every 50 ms, 5
+    /// subscribers, 10 setups.
     #[arg(long)]
     pub quick: bool,
     /// Where to write results [default: results/overhead].
@@ -127,9 +132,11 @@ pub struct MessageRow {
     pub up_wire_bytes: f64,
     /// What TLS 1.3 would add to the event written as one message (record headers and tags).
     pub tls_adds_bytes: u64,
-    /// The server's CPU per message, the publish included; and the same publishes with no
-    /// subscriber, for the share that delivery adds.
-    pub server_cpu_us: f64,
+    /// The server's CPU per message delivered to one subscriber, measured with `subscribers`
+    /// of them and the publishes' own CPU (`publish_cpu_us`, each, with no subscriber) taken
+    /// off.
+    pub delivery_cpu_us: f64,
+    pub subscribers: u64,
     pub publish_cpu_us: f64,
     /// From the server's `sent_ns` to the subscriber's parse.
     pub p50_us: Option<u64>,
@@ -172,6 +179,7 @@ struct Plan {
     messages: u64,
     period: Duration,
     poll_interval: Duration,
+    subscribers: u64,
     setups: u64,
 }
 
@@ -183,6 +191,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             messages: 5,
             period: Duration::from_millis(20),
             poll_interval: Duration::from_millis(50),
+            subscribers: 5,
             setups: 10,
         }
     } else {
@@ -191,6 +200,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             messages: args.messages,
             period: Duration::from_millis(args.period_ms),
             poll_interval: Duration::from_millis(args.poll_interval_ms),
+            subscribers: args.subscribers,
             setups: args.setups,
         }
     };
@@ -251,7 +261,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                     row.up_bytes,
                     row.down_packets,
                     row.up_packets,
-                    row.server_cpu_us,
+                    row.delivery_cpu_us,
                     fmt_us(row.p50_us),
                     fmt_us(row.p99_us)
                 );
@@ -262,7 +272,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                         "framing": row.framing_bytes,
                         "up": row.up_bytes,
                         "packets": row.down_packets + row.up_packets,
-                        "cpu_us": row.server_cpu_us,
+                        "cpu_us": row.delivery_cpu_us,
                         "p50_ms": harness::ms(row.p50_us),
                     }),
                 );
@@ -417,7 +427,6 @@ fn deliver(
     let mut c = Client::connect(server.addr)?;
     let mut sub = Subscriber::open(&mut c, transport, plan.poll_interval)?;
     let before = counters(&c)?;
-    let cpu_before = server_cpu(server)?;
     let addr = server.addr;
     let (messages, period) = (plan.messages, plan.period);
     let publisher = thread::spawn(move || publish(addr, size, messages, period));
@@ -449,7 +458,7 @@ fn deliver(
     // Let the last delayed ACKs go out before the counters are read.
     thread::sleep(Duration::from_millis(100));
     let after = counters(&c)?;
-    let cpu_ns = server_cpu(server)? - cpu_before;
+    drop(c);
     let per = |v: u64| v as f64 / delivered as f64;
     let down_bytes = per(after.bytes_received - before.bytes_received);
     let up_bytes = per(after.bytes_acked - before.bytes_acked);
@@ -471,11 +480,55 @@ fn deliver(
         down_wire_bytes: down_bytes + down_packets * header,
         up_wire_bytes: up_bytes + up_packets * header,
         tls_adds_bytes: tls::record_overhead(tls, (event_bytes / delivered) as usize)?,
-        server_cpu_us: cpu_ns as f64 / 1000.0 / delivered as f64,
+        delivery_cpu_us: delivery_cpu(server, transport, size, plan, publish_cpu_us)?,
+        subscribers: plan.subscribers,
         publish_cpu_us,
         p50_us: quantile(&latencies, 0.5),
         p99_us: quantile(&latencies, 0.99),
     })
+}
+
+/// The server's CPU per delivery: `plan.subscribers` subscribers, each on a thread of its own,
+/// take every message; the publishes' own CPU is taken off.
+fn delivery_cpu(
+    server: &ServerProc,
+    transport: Transport,
+    size: u64,
+    plan: &Plan,
+    publish_cpu_us: f64,
+) -> Result<f64, String> {
+    let (n, messages, every) = (plan.subscribers, plan.messages, plan.poll_interval);
+    let ready = Arc::new(Barrier::new(n as usize + 1));
+    let addr = server.addr;
+    let readers: Vec<_> = (0..n)
+        .map(|_| {
+            let ready = Arc::clone(&ready);
+            thread::spawn(move || -> Result<(), String> {
+                let opened = Client::connect(addr).and_then(|mut c| {
+                    Subscriber::open(&mut c, transport, every).map(|sub| (c, sub))
+                });
+                ready.wait();
+                let (mut c, mut sub) = opened?;
+                let deadline = Instant::now() + every + Duration::from_secs(30);
+                let mut delivered = 0;
+                while delivered < messages && Instant::now() < deadline {
+                    delivered += sub.next(&mut c)?.len() as u64;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    ready.wait();
+    let before = server_cpu(server)?;
+    publish(addr, size, messages, plan.period)?;
+    for reader in readers {
+        reader
+            .join()
+            .map_err(|_| "a subscriber panicked".to_string())??;
+    }
+    thread::sleep(Duration::from_millis(50));
+    let cpu_us = (server_cpu(server)? - before) as f64 / 1000.0;
+    Ok((cpu_us - publish_cpu_us * messages as f64) / (messages * n) as f64)
 }
 
 /// A subscriber's state between reads.
@@ -780,7 +833,7 @@ fn dashboard(models: &[Model]) -> Meta {
             ),
             Chart::new("up", "client to server per message", "B", true),
             Chart::new("p50_ms", "delivery latency p50", "ms", true),
-            Chart::new("cpu_us", "server CPU per message", "µs", true),
+            Chart::new("cpu_us", "server CPU per delivery", "µs", true),
         ],
         columns: vec![
             column("framing", "framing ↓", "B"),
@@ -818,7 +871,8 @@ fn write_results(
                 f1(r.down_wire_bytes),
                 f1(r.up_wire_bytes),
                 r.tls_adds_bytes.to_string(),
-                f2(r.server_cpu_us),
+                f2(r.delivery_cpu_us),
+                r.subscribers.to_string(),
                 f2(r.publish_cpu_us),
                 harness::opt_cell(r.p50_us),
                 harness::opt_cell(r.p99_us),
@@ -842,7 +896,8 @@ fn write_results(
             "down_wire_bytes",
             "up_wire_bytes",
             "tls_adds_bytes",
-            "server_cpu_us",
+            "delivery_cpu_us",
+            "subscribers",
             "publish_cpu_us",
             "p50_us",
             "p99_us",
@@ -937,8 +992,8 @@ fn draw(path: &std::path::Path, rows: &[MessageRow]) -> Result<(), String> {
             panel("delivery latency p50", "ms", 0.01, &|r| {
                 harness::ms(r.p50_us)
             }),
-            panel("server CPU per message", "µs", 1.0, &|r| {
-                Some(r.server_cpu_us)
+            panel("server CPU per delivery", "µs", 0.1, &|r| {
+                Some(r.delivery_cpu_us.max(0.1))
             }),
         ],
     )

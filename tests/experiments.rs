@@ -559,10 +559,10 @@ fn overhead_quick_counts_each_transports_framing_and_setup() {
             );
             assert!(f(r, "up_packets") > 0.0, "{r}");
         }
-        assert!(
-            f(r, "down_packets") > 0.0 && f(r, "server_cpu_us") > 0.0,
-            "{r}"
-        );
+        assert!(f(r, "down_packets") > 0.0, "{r}");
+        assert_eq!(r["subscribers"], 5, "{r}");
+        // Noise may take the publishes' own CPU below what was taken off; never far.
+        assert!(f(r, "delivery_cpu_us") > -50.0, "{r}");
         assert!(f(r, "down_wire_bytes") > f(r, "down_bytes"), "{r}");
         assert!(r["p50_us"].as_u64().is_some(), "{r}");
         assert!(
