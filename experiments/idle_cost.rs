@@ -1,5 +1,6 @@
 //! Idle cost: what one open, idle long-lived connection costs each server — resident memory
-//! and threads — read from `/proc/PID` before and while N idle clients are held.
+//! and threads, read from `/proc/PID`, and the kernel's share, from `/proc/meminfo` — before
+//! and while N idle clients are held.
 
 use std::thread;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use super::harness::{self, fmt_mib, LoadProc, ServerProc};
 use super::web::{column, Axis, Chart, Meta, Web, WebArgs};
 use crate::app::config::Model;
 use crate::load::Kind;
+use crate::sys::KernelMemory;
 
 /// `c10k run idle-cost`
 #[derive(Debug, Clone, clap::Args)]
@@ -54,6 +56,13 @@ pub struct Row {
     pub threads_held: u64,
     pub threads_per_conn: f64,
     pub fds_held: u64,
+    /// Growth of the kernel's `Slab` (sockets, files, inodes, epoll items, task structures)
+    /// and `KernelStack` (a stack per thread) per connection: machine-wide, so both ends of
+    /// each loopback connection and anything else the machine did meanwhile.
+    pub slab_per_conn: f64,
+    pub kernel_stack_per_conn: f64,
+    /// User and kernel memory together per connection.
+    pub whole_per_conn: f64,
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
@@ -62,7 +71,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let web = Web::start(&args.web, &dashboard(args))?;
     println!();
     println!(
-        "{:<9} {:<6} {:>8} {:>8} {:>11} {:>11} {:>12} {:>8} {:>9}",
+        "{:<9} {:<6} {:>8} {:>8} {:>11} {:>11} {:>12} {:>8} {:>9} {:>12} {:>12} {:>12}",
         "model",
         "kind",
         "clients",
@@ -71,7 +80,10 @@ pub fn run(args: &Args) -> Result<(), String> {
         "rss held",
         "rss / conn",
         "threads",
-        "thr/conn"
+        "thr/conn",
+        "slab / conn",
+        "stack / conn",
+        "whole / conn"
     );
     let mut rows = Vec::new();
     for &model in &args.models {
@@ -79,7 +91,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             for &n in &args.connections {
                 let row = measure(&dir, model, kind, n, args)?;
                 println!(
-                    "{:<9} {:<6} {:>8} {:>8} {:>11} {:>11} {:>10.0} B {:>8} {:>9.2}",
+                    "{:<9} {:<6} {:>8} {:>8} {:>11} {:>11} {:>10.0} B {:>8} {:>9.2} {:>10.0} B {:>10.0} B {:>10.0} B",
                     row.model,
                     row.kind,
                     row.clients,
@@ -88,7 +100,10 @@ pub fn run(args: &Args) -> Result<(), String> {
                     fmt_mib(row.rss_held),
                     row.rss_per_conn,
                     row.threads_held,
-                    row.threads_per_conn
+                    row.threads_per_conn,
+                    row.slab_per_conn,
+                    row.kernel_stack_per_conn,
+                    row.whole_per_conn
                 );
                 web.row(
                     &format!("{} {}", row.model, row.kind),
@@ -96,6 +111,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                     serde_json::json!({
                         "held": row.established,
                         "rss_b": row.rss_per_conn,
+                        "whole_b": row.whole_per_conn,
                         "threads_per_conn": row.threads_per_conn,
                         "rss_mib": harness::mib(row.rss_held),
                     }),
@@ -109,8 +125,8 @@ pub fn run(args: &Args) -> Result<(), String> {
         .iter()
         .map(|r| {
             format!(
-                "{} {}: {} of {} connections held, {:.0} B of resident memory and {:.2} threads per connection",
-                r.model, r.kind, r.established, r.clients, r.rss_per_conn, r.threads_per_conn
+                "{} {}: {} of {} connections held, {:.0} B of resident memory and {:.2} threads per connection; with the kernel's share (both ends) {:.0} B",
+                r.model, r.kind, r.established, r.clients, r.rss_per_conn, r.threads_per_conn, r.whole_per_conn
             )
         })
         .collect();
@@ -145,6 +161,7 @@ fn measure(
     let before = server
         .reading()
         .ok_or("the server exited before it was measured")?;
+    let kernel_before = KernelMemory::read();
     let (count, ramp, hold, pid) = (
         n.to_string(),
         args.ramp_per_sec.to_string(),
@@ -171,6 +188,7 @@ fn measure(
     // ever add memory, threads and descriptors, so the maxima are the readings of the hold,
     // however late the load generator's own records arrive.
     let mut held = before;
+    let mut kernel_held = kernel_before;
     while !load.finished() {
         thread::sleep(Duration::from_millis(200));
         load.poll();
@@ -179,6 +197,7 @@ fn measure(
             held.threads = held.threads.max(r.threads);
             held.fds = held.fds.max(r.fds);
         }
+        kernel_held = kernel_held.max(KernelMemory::read());
     }
     let established = load.history.iter().map(|s| s.open).max().unwrap_or(0);
     load.finish(Duration::from_secs(30))?;
@@ -202,6 +221,11 @@ fn measure(
         threads_held: held.threads,
         threads_per_conn: per(held.threads, before.threads),
         fds_held: held.fds,
+        slab_per_conn: per(kernel_held.slab, kernel_before.slab),
+        kernel_stack_per_conn: per(kernel_held.kernel_stack, kernel_before.kernel_stack),
+        whole_per_conn: per(held.rss_bytes, before.rss_bytes)
+            + per(kernel_held.slab, kernel_before.slab)
+            + per(kernel_held.kernel_stack, kernel_before.kernel_stack),
     })
 }
 
@@ -226,6 +250,7 @@ fn dashboard(args: &Args) -> Meta {
         series,
         charts: vec![
             Chart::new("rss_b", "resident memory per connection", "B", true),
+            Chart::new("whole_b", "user + kernel memory per connection", "B", true),
             Chart::new(
                 "threads_per_conn",
                 "threads per connection",
@@ -237,6 +262,7 @@ fn dashboard(args: &Args) -> Meta {
         columns: vec![
             column("held", "held", ""),
             column("rss_b", "RSS/conn", "B"),
+            column("whole_b", "with kernel", "B"),
             column("threads_per_conn", "threads/conn", ""),
             column("rss_mib", "RSS", "MiB"),
         ],
@@ -260,6 +286,9 @@ fn write_results(dir: &std::path::Path, rows: &[Row]) -> Result<(), String> {
                 r.threads_held.to_string(),
                 format!("{:.3}", r.threads_per_conn),
                 r.fds_held.to_string(),
+                format!("{:.0}", r.slab_per_conn),
+                format!("{:.0}", r.kernel_stack_per_conn),
+                format!("{:.0}", r.whole_per_conn),
             ]
         })
         .collect();
@@ -277,38 +306,54 @@ fn write_results(dir: &std::path::Path, rows: &[Row]) -> Result<(), String> {
             "threads_held",
             "threads_per_conn",
             "fds_held",
+            "slab_per_conn",
+            "kernel_stack_per_conn",
+            "whole_per_conn",
         ],
         &csv_rows,
     )?;
-    let mut series = Vec::new();
-    for (model, color) in chart::MODELS {
-        for kind in ["sse", "ws", "stream", "poll"] {
-            let points: Vec<(f64, f64)> = rows
-                .iter()
-                .filter(|r| r.model == model && r.kind == kind)
-                .map(|r| (r.established as f64, r.rss_per_conn.max(1.0)))
-                .collect();
-            if !points.is_empty() {
-                series.push(Series {
-                    label: format!("{model} {kind}"),
-                    color: if kind == "ws" { darker(color) } else { color },
-                    points,
-                    markers: false,
-                });
+    let series = |value: fn(&Row) -> f64| {
+        let mut series = Vec::new();
+        for (model, color) in chart::MODELS {
+            for kind in ["sse", "ws", "stream", "poll"] {
+                let points: Vec<(f64, f64)> = rows
+                    .iter()
+                    .filter(|r| r.model == model && r.kind == kind)
+                    .map(|r| (r.established as f64, value(r).max(1.0)))
+                    .collect();
+                if !points.is_empty() {
+                    series.push(Series {
+                        label: format!("{model} {kind}"),
+                        color: if kind == "ws" { darker(color) } else { color },
+                        points,
+                        markers: false,
+                    });
+                }
             }
         }
-    }
+        series
+    };
     chart::draw(
         &dir.join("idle-cost.svg"),
-        "resident memory per idle connection",
+        "memory per idle connection",
         "idle connections held",
-        &[Panel {
-            title: "RSS growth / connections (log scale)".to_string(),
-            y_label: "bytes per connection".to_string(),
-            log_y: true,
-            y_min: 10.0,
-            series,
-        }],
+        &[
+            Panel {
+                title: "server RSS growth / connections (log scale)".to_string(),
+                y_label: "bytes per connection".to_string(),
+                log_y: true,
+                y_min: 10.0,
+                series: series(|r| r.rss_per_conn),
+            },
+            Panel {
+                title: "with the kernel's Slab and KernelStack growth (both ends of loopback)"
+                    .to_string(),
+                y_label: "bytes per connection".to_string(),
+                log_y: true,
+                y_min: 1000.0,
+                series: series(|r| r.whole_per_conn),
+            },
+        ],
     )
 }
 

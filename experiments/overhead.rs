@@ -311,7 +311,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             ));
         }
         let row = SetupRow {
-            model: "rustls, in memory".to_string(),
+            model: "rustls (in memory)".to_string(),
             setup: h.start,
             count: h.count,
             // TCP's own round trip comes first on a network.

@@ -35,7 +35,7 @@ impl Start {
         match self {
             Start::Full => "TLS 1.3 full handshake + request",
             Start::Resumed => "TLS 1.3 resumed (PSK) + request",
-            Start::EarlyData => "TLS 1.3 resumed, request as 0-RTT data",
+            Start::EarlyData => "TLS 1.3 resumed + 0-RTT request",
         }
     }
 }

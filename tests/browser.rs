@@ -1,6 +1,9 @@
-//! The dashboard in a real browser: headless Chromium, driven over the DevTools protocol, opens
-//! the dashboard of a quick starvation run, sees the rows arrive and the charts drawn, reloads
-//! mid-run and gets the history at once, sees the verdict, then opens `report.html` from disk.
+//! A real browser: headless Chromium, driven over the DevTools protocol, opens the dashboard of
+//! a quick starvation run, sees the rows arrive and the charts drawn, reloads mid-run and gets
+//! the history at once, sees the verdict, then opens `report.html` from disk; and a page opens
+//! more event streams than HTTP/1.1 lets a browser hold to one origin.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,12 +14,34 @@ use std::time::{Duration, Instant};
 
 use headless_chrome::{Browser, LaunchOptions, Tab};
 
-/// Chromium, or `None` with the reason; `.ci/run` installs it.
+/// Chromium, or `None` after saying the test is skipped; `.ci/run` installs it and sets
+/// `C10K_REQUIRE_BROWSER`, so it cannot skip there.
 fn chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome"]
+    let found = ["chromium", "chromium-browser", "google-chrome"]
         .iter()
         .map(|name| Path::new("/usr/bin").join(name))
-        .find(|p| p.exists())
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("C10K_REQUIRE_BROWSER").is_none(),
+            "Chromium is required here: apt-get install chromium"
+        );
+        eprintln!("skipped: no Chromium (apt-get install chromium)");
+    }
+    found
+}
+
+fn launch(chromium: PathBuf) -> Browser {
+    Browser::new(
+        LaunchOptions::default_builder()
+            .path(Some(chromium))
+            .sandbox(false)
+            .window_size(Some((1280, 800)))
+            .idle_browser_timeout(Duration::from_secs(120))
+            .build()
+            .expect("launch options"),
+    )
+    .expect("start Chromium")
 }
 
 fn number(tab: &Tab, expression: &str) -> f64 {
@@ -50,11 +75,6 @@ fn wait_for(tab: &Tab, limit: Duration, what: &str, done: impl Fn(&Tab) -> bool)
 #[test]
 fn the_dashboard_draws_the_run_live_replays_it_on_reload_and_the_report_opens_from_disk() {
     let Some(chromium) = chromium() else {
-        assert!(
-            std::env::var_os("C10K_REQUIRE_BROWSER").is_none(),
-            "Chromium is required here: apt-get install chromium"
-        );
-        eprintln!("skipped: no Chromium (apt-get install chromium)");
         return;
     };
     let out = std::env::temp_dir().join(format!("c10k-browser-{}", std::process::id()));
@@ -75,16 +95,7 @@ fn the_dashboard_draws_the_run_live_replays_it_on_reload_and_the_report_opens_fr
     // The rest of the output is not needed, but the pipe must not fill up.
     thread::spawn(move || lines.for_each(drop));
 
-    let browser = Browser::new(
-        LaunchOptions::default_builder()
-            .path(Some(chromium))
-            .sandbox(false)
-            .window_size(Some((1280, 800)))
-            .idle_browser_timeout(Duration::from_secs(120))
-            .build()
-            .expect("launch options"),
-    )
-    .expect("start Chromium");
+    let browser = launch(chromium);
     let tab: Arc<Tab> = browser.new_tab().expect("a tab");
     tab.navigate_to(&url).expect("open the dashboard");
 
@@ -146,4 +157,44 @@ fn the_dashboard_draws_the_run_live_replays_it_on_reload_and_the_report_opens_fr
     let _ = run.kill();
     let _ = run.wait();
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// WHATWG HTML §9.2.7: over HTTP/1.1 every `EventSource` is a connection of its own, and a
+/// browser holds only so many to one origin — six in Chromium. The seventh and eighth wait
+/// until one of the six is closed.
+#[test]
+fn a_page_gets_six_event_streams_per_origin_over_http1() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let server = common::Server::start(&["--model", "evented", "--tick-ms", "0"]);
+    let browser = launch(chromium);
+    let tab: Arc<Tab> = browser.new_tab().expect("a tab");
+    tab.navigate_to(&format!("http://{}/", server.addr))
+        .and_then(|t| t.wait_until_navigated())
+        .expect("open the probe page");
+    tab.evaluate(
+        "window.streams = Array.from({length: 8}, () => new EventSource('/sse')); 8",
+        false,
+    )
+    .expect("open 8 event streams");
+    let open = |t: &Tab| number(t, "window.streams.filter(s => s.readyState === 1).length");
+    wait_for(&tab, Duration::from_secs(10), "six open streams", |t| {
+        open(t) == 6.0
+    });
+    // Long enough for a seventh connection to have been made, were it allowed.
+    thread::sleep(Duration::from_secs(1));
+    assert_eq!(open(&tab), 6.0);
+    assert_eq!(server.stats()["connections"]["sse"], 6);
+    assert_eq!(
+        text(&tab, "window.streams.map(s => s.readyState).join('')"),
+        "11111100",
+        "the first six open, the last two still connecting"
+    );
+    tab.evaluate("window.streams[0].close(); window.streams[1].close(); 2", false)
+        .expect("close two streams");
+    wait_for(&tab, Duration::from_secs(10), "the waiting two to open", |t| {
+        text(t, "window.streams.map(s => s.readyState).join('')") == "22111111"
+    });
+    server.wait_stats("six streams again", |s| s["connections"]["sse"] == 6);
 }

@@ -386,6 +386,24 @@ mod tests {
         events.iter().map(|e| e.data.as_str()).collect()
     }
 
+    /// A stream written as three `data:` lines without blank lines between them, ending in
+    /// `[DONE]`: one event, not three; and none at all if the stream ends before a blank line.
+    #[test]
+    fn overview_example_is_one_event() {
+        let lines = b"data: {\"message\":\"hello\"}\ndata: {\"message\":\"world\"}\ndata: [DONE]\n";
+        let mut p = Parser::new();
+        let mut events = parse_with(&mut p, &[lines]);
+        p.finish();
+        assert!(events.is_empty(), "{events:?}");
+        let mut blank = lines.to_vec();
+        blank.push(b'\n');
+        events = parse(&blank);
+        assert_eq!(
+            events,
+            vec![msg("{\"message\":\"hello\"}\n{\"message\":\"world\"}\n[DONE]")]
+        );
+    }
+
     // --- The spec's own examples -------------------------------------------------------------
 
     #[test]
