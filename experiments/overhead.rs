@@ -980,9 +980,12 @@ fn draw(path: &std::path::Path, rows: &[MessageRow]) -> Result<(), String> {
                 1.0,
                 &|r| Some(r.framing_bytes.max(1.0)),
             ),
-            panel("bytes per message, client to server", "bytes", 1.0, &|r| {
-                Some(r.up_bytes.max(1.0))
-            }),
+            panel(
+                "bytes per message, client to server (the streams send none: drawn at 1)",
+                "bytes",
+                1.0,
+                &|r| Some(r.up_bytes.max(1.0)),
+            ),
             panel(
                 "TCP segments per message, both ways",
                 "segments",

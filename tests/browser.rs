@@ -191,10 +191,16 @@ fn a_page_gets_six_event_streams_per_origin_over_http1() {
         "11111100",
         "the first six open, the last two still connecting"
     );
-    tab.evaluate("window.streams[0].close(); window.streams[1].close(); 2", false)
-        .expect("close two streams");
-    wait_for(&tab, Duration::from_secs(10), "the waiting two to open", |t| {
-        text(t, "window.streams.map(s => s.readyState).join('')") == "22111111"
-    });
+    tab.evaluate(
+        "window.streams[0].close(); window.streams[1].close(); 2",
+        false,
+    )
+    .expect("close two streams");
+    wait_for(
+        &tab,
+        Duration::from_secs(10),
+        "the waiting two to open",
+        |t| text(t, "window.streams.map(s => s.readyState).join('')") == "22111111",
+    );
     server.wait_stats("six streams again", |s| s["connections"]["sse"] == 6);
 }

@@ -400,7 +400,9 @@ mod tests {
         events = parse(&blank);
         assert_eq!(
             events,
-            vec![msg("{\"message\":\"hello\"}\n{\"message\":\"world\"}\n[DONE]")]
+            vec![msg(
+                "{\"message\":\"hello\"}\n{\"message\":\"world\"}\n[DONE]"
+            )]
         );
     }
 
