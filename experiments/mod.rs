@@ -19,6 +19,7 @@ pub mod scaling;
 pub mod slow_consumer;
 pub mod starvation;
 mod tls;
+mod transport;
 pub mod web;
 
 /// `c10k run EXPERIMENT`
