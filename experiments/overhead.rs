@@ -117,8 +117,8 @@ pub struct SetupRow {
     /// Median times on loopback, from the start of `connect()`.
     pub connect_us: Option<u64>,
     pub first_response_us: Option<u64>,
-    /// CPU per setup: the server's (accept to close, or the TLS server's handshake) and the
-    /// TLS client's.
+    /// CPU per setup: the server's (accept and the first answer, or the TLS server's
+    /// handshake) and the TLS client's.
     pub server_cpu_us: f64,
     pub client_cpu_us: Option<f64>,
 }
@@ -446,7 +446,8 @@ fn deliver(
 }
 
 /// The server's CPU per delivery: `plan.subscribers` subscribers, each on a thread of its own,
-/// take every message; the publishes' own CPU is taken off.
+/// take every message; the publishes' own CPU is taken off. The subscribers stay connected until
+/// the CPU is read: a blocking server's thread takes its CPU time with it when it exits.
 fn delivery_cpu(
     server: &ServerProc,
     transport: Transport,
@@ -460,7 +461,7 @@ fn delivery_cpu(
     let readers: Vec<_> = (0..n)
         .map(|_| {
             let ready = Arc::clone(&ready);
-            thread::spawn(move || -> Result<(), String> {
+            thread::spawn(move || -> Result<Client, String> {
                 let opened = Client::connect(addr).and_then(|mut c| {
                     Subscriber::open(&mut c, transport, every).map(|sub| (c, sub))
                 });
@@ -471,26 +472,32 @@ fn delivery_cpu(
                 while delivered < messages && Instant::now() < deadline {
                     delivered += sub.next(&mut c)?.len() as u64;
                 }
-                Ok(())
+                Ok(c)
             })
         })
         .collect();
     ready.wait();
     let before = server_cpu(server)?;
     publish(addr, size, messages, plan.period)?;
+    let mut held = Vec::new();
     for reader in readers {
-        reader
-            .join()
-            .map_err(|_| "a subscriber panicked".to_string())??;
+        held.push(
+            reader
+                .join()
+                .map_err(|_| "a subscriber panicked".to_string())??,
+        );
     }
     thread::sleep(Duration::from_millis(50));
     let cpu_us = (server_cpu(server)? - before) as f64 / 1000.0;
+    drop(held);
     Ok((cpu_us - publish_cpu_us * messages as f64) / (messages * n) as f64)
 }
 
 // ---- opening ---------------------------------------------------------------------------------
 
-/// `count` connections opened as `transport` opens (`None`: TCP's handshake alone) and closed.
+/// `count` connections opened as `transport` opens (`None`: TCP's handshake alone), held until
+/// the server's CPU is read (a blocking server's thread takes its CPU time with it when it
+/// exits), then closed.
 fn open_cost(
     server: &ServerProc,
     model: Model,
@@ -500,12 +507,14 @@ fn open_cost(
     let (mut connects, mut responses) = (new_hist(), new_hist());
     let mut last = TcpCounters::default();
     let cpu_before = server_cpu(server)?;
+    let mut held = Vec::new();
     for _ in 0..count {
         let start = Instant::now();
         let mut c = Client::connect(server.addr)?;
         connects.saturating_record(start.elapsed().as_micros().max(1) as u64);
         let Some(transport) = transport else {
             last = counters(&c)?;
+            held.push(c);
             continue;
         };
         match transport {
@@ -525,10 +534,12 @@ fn open_cost(
         }
         responses.saturating_record(start.elapsed().as_micros().max(1) as u64);
         last = counters(&c)?;
+        held.push(c);
     }
-    // The last close reaches the server's CPU count too.
+    // Let the server finish with the last one.
     thread::sleep(Duration::from_millis(50));
     let cpu_ns = server_cpu(server)? - cpu_before;
+    drop(held);
     let (setup, round_trips) = match transport {
         None => ("TCP connect".to_string(), 1),
         Some(t) => (
