@@ -1,6 +1,6 @@
 //! TLS 1.3 setup, measured without a network: a rustls client and server driven sans-IO, their
 //! records handed across in memory one flight at a time. That counts exactly what the
-//! handshake costs a connection — flights, round trips before the first response, bytes each
+//! handshake costs a connection — round trips before the first response, bytes each
 //! way, CPU on each side — for a full handshake, a resumed one (a PSK from an earlier
 //! session's ticket, RFC 8446 §2.2) and a resumed one that sends its request as 0-RTT early
 //! data (§2.3). What a round trip costs in time is the network's: on loopback almost nothing.
@@ -49,9 +49,6 @@ pub struct Handshakes {
     pub as_asked: u64,
     /// Round trips from the client's first byte until it holds the response.
     pub round_trips: u64,
-    /// Flights each way until neither side has more to send.
-    pub client_flights: u64,
-    pub server_flights: u64,
     /// Record bytes each way, the request, the response and the session tickets included.
     pub client_bytes: u64,
     pub server_bytes: u64,
@@ -129,8 +126,6 @@ pub fn measure(configs: &Configs, start: Start, count: u64) -> Result<Handshakes
         count,
         as_asked: 0,
         round_trips: 0,
-        client_flights: 0,
-        server_flights: 0,
         client_bytes: 0,
         server_bytes: 0,
         client_cpu_us: 0.0,
@@ -144,10 +139,8 @@ pub fn measure(configs: &Configs, start: Start, count: u64) -> Result<Handshakes
             Start::EarlyData => h.kind == HandshakeKind::Resumed && h.early_accepted,
         };
         sum.as_asked += u64::from(asked);
-        // Every handshake of a kind takes the same flights; keep the last's.
+        // Every handshake of a kind takes the same round trips and bytes; keep the last's.
         sum.round_trips = h.round_trips;
-        sum.client_flights = h.client_flights;
-        sum.server_flights = h.server_flights;
         sum.client_bytes = h.client_bytes;
         sum.server_bytes = h.server_bytes;
         sum.client_cpu_us += h.client_cpu_ns as f64 / 1000.0;
@@ -192,8 +185,6 @@ struct One {
     kind: HandshakeKind,
     early_accepted: bool,
     round_trips: u64,
-    client_flights: u64,
-    server_flights: u64,
     client_bytes: u64,
     server_bytes: u64,
     client_cpu_ns: u64,
@@ -235,8 +226,6 @@ fn one(
         kind: HandshakeKind::Full,
         early_accepted: false,
         round_trips: 0,
-        client_flights: 0,
-        server_flights: 0,
         client_bytes: 0,
         server_bytes: 0,
         client_cpu_ns: 0,
@@ -247,7 +236,6 @@ fn one(
     for _ in 0..8 {
         // The client's flight; the server takes it in and answers what it can.
         let n = timed(&mut cpu[0], || send(&mut client, &mut flight, &mut server))?;
-        h.client_flights += u64::from(n > 0);
         h.client_bytes += n as u64;
         timed(&mut cpu[1], || -> Result<(), String> {
             plain.clear();
@@ -266,10 +254,7 @@ fn one(
         })?;
         // The server's flight: a round trip ends when it reaches the client.
         let n = timed(&mut cpu[1], || send(&mut server, &mut flight, &mut client))?;
-        if n > 0 {
-            h.server_flights += 1;
-            h.server_bytes += n as u64;
-        }
+        h.server_bytes += n as u64;
         if !received {
             h.round_trips += 1;
         }
