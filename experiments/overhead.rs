@@ -193,7 +193,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             "framing",
             "up B",
             "packets ↓/↑",
-            "CPU",
+            "CPU/deliv.",
             "p50",
             "p99"
         );
@@ -322,7 +322,12 @@ fn print_setup(row: &SetupRow) {
 }
 
 fn series_name(models: &[Model], model: &str, transport: &str) -> String {
-    if models.len() > 1 {
+    series_name_of(models.len(), model, transport)
+}
+
+/// A transport's name, with its model's when there is more than one.
+fn series_name_of(models: usize, model: &str, transport: &str) -> String {
+    if models > 1 {
         format!("{model} {transport}")
     } else {
         transport.to_string()
@@ -333,13 +338,7 @@ fn series_name(models: &[Model], model: &str, transport: &str) -> String {
 
 /// Publishes `plan.messages` messages of `size` bytes, one per period, from its own
 /// connection; returns when the last is answered.
-fn publish(
-    addr: std::net::SocketAddr,
-    size: u64,
-    messages: u64,
-    period: Duration,
-) -> Result<(), String> {
-    let mut c = Client::connect(addr)?;
+fn publish(c: &mut Client, size: u64, messages: u64, period: Duration) -> Result<(), String> {
     let mut request =
         format!("POST /publish HTTP/1.1\r\nHost: c10k\r\nContent-Length: {size}\r\n\r\n")
             .into_bytes();
@@ -356,10 +355,13 @@ fn publish(
     Ok(())
 }
 
-/// The server's CPU per message for the publishes alone.
+/// The server's CPU per message for the publishes alone, read while the publisher is still
+/// connected (as every CPU reading here: a blocking server's thread takes its CPU time with it
+/// when it exits).
 fn publish_cost(server: &ServerProc, size: u64, plan: &Plan) -> Result<f64, String> {
+    let mut c = Client::connect(server.addr)?;
     let before = server_cpu(server)?;
-    publish(server.addr, size, plan.messages, plan.period)?;
+    publish(&mut c, size, plan.messages, plan.period)?;
     Ok((server_cpu(server)? - before) as f64 / 1000.0 / plan.messages as f64)
 }
 
@@ -386,7 +388,9 @@ fn deliver(
     let before = counters(&c)?;
     let addr = server.addr;
     let (messages, period) = (plan.messages, plan.period);
-    let publisher = thread::spawn(move || publish(addr, size, messages, period));
+    let publisher = thread::spawn(move || {
+        Client::connect(addr).and_then(|mut c| publish(&mut c, size, messages, period))
+    });
     let deadline = Instant::now() + plan.period * plan.messages as u32 + Duration::from_secs(10);
     let timestamp = Timestamp::default();
     let mut latencies = new_hist();
@@ -477,8 +481,9 @@ fn delivery_cpu(
         })
         .collect();
     ready.wait();
+    let mut publisher = Client::connect(addr)?;
     let before = server_cpu(server)?;
-    publish(addr, size, messages, plan.period)?;
+    publish(&mut publisher, size, messages, plan.period)?;
     let mut held = Vec::new();
     for reader in readers {
         held.push(
@@ -489,7 +494,7 @@ fn delivery_cpu(
     }
     thread::sleep(Duration::from_millis(50));
     let cpu_us = (server_cpu(server)? - before) as f64 / 1000.0;
-    drop(held);
+    drop((held, publisher));
     Ok((cpu_us - publish_cpu_us * messages as f64) / (messages * n) as f64)
 }
 
@@ -759,7 +764,14 @@ fn write_results(
 }
 
 fn draw(path: &std::path::Path, rows: &[MessageRow]) -> Result<(), String> {
-    let model = rows.first().map_or("evented", |r| r.model.as_str());
+    let mut models: Vec<&str> = rows.iter().map(|r| r.model.as_str()).collect();
+    models.dedup();
+    // One line per model and transport; a second model's lines are paler.
+    let lines: Vec<(&str, Transport, bool)> = models
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &m)| TRANSPORTS.map(|t| (m, t, i > 0)))
+        .collect();
     let panel = |title: &str,
                  y_label: &str,
                  y_min: f64,
@@ -768,11 +780,15 @@ fn draw(path: &std::path::Path, rows: &[MessageRow]) -> Result<(), String> {
         y_label: y_label.to_string(),
         log_y: true,
         y_min,
-        series: TRANSPORTS
+        series: lines
             .iter()
-            .map(|t| Series {
-                label: t.name().to_string(),
-                color: t.color(),
+            .map(|&(model, t, pale)| Series {
+                label: series_name_of(models.len(), model, t.name()),
+                color: if pale {
+                    chart::lighter(t.color())
+                } else {
+                    t.color()
+                },
                 points: rows
                     .iter()
                     .filter(|r| r.model == model && r.transport == t.name())
@@ -784,7 +800,10 @@ fn draw(path: &std::path::Path, rows: &[MessageRow]) -> Result<(), String> {
     };
     chart::draw_with_x(
         path,
-        &format!("the same messages by five transports ({model} server)"),
+        &format!(
+            "the same messages by five transports ({} server)",
+            models.join(" and ")
+        ),
         "message size (bytes of text)",
         true,
         &[
