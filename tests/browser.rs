@@ -1,7 +1,8 @@
 //! A real browser: headless Chromium, driven over the DevTools protocol, opens the dashboard of
 //! a quick starvation run, sees the rows arrive and the charts drawn, reloads mid-run and gets
-//! the history at once, sees the verdict, then opens `report.html` from disk; and a page opens
-//! more event streams than HTTP/1.1 lets a browser hold to one origin.
+//! the history at once, sees the verdict, then opens `report.html` from disk; a page opens
+//! more event streams than HTTP/1.1 lets a browser hold to one origin; and an event stream
+//! opened as the page itself never finishes loading.
 
 mod common;
 
@@ -203,4 +204,32 @@ fn a_page_gets_six_event_streams_per_origin_over_http1() {
         |t| text(t, "window.streams.map(s => s.readyState).join('')") == "22111111",
     );
     server.wait_stats("six streams again", |s| s["connections"]["sse"] == 6);
+}
+
+/// The source conversation's worry: an event stream opened as the page itself, rather than by
+/// script, never finishes loading (the response never ends), while the same server's plain page
+/// does at once.
+#[test]
+fn a_page_that_is_an_event_stream_keeps_loading() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let server = common::Server::start(&["--model", "evented", "--tick-ms", "100"]);
+    let browser = launch(chromium);
+    let tab: Arc<Tab> = browser.new_tab().expect("a tab");
+    tab.navigate_to(&format!("http://{}/", server.addr))
+        .and_then(|t| t.wait_until_navigated())
+        .expect("open the probe page");
+    assert_eq!(text(&tab, "document.readyState"), "complete");
+    tab.navigate_to(&format!("http://{}/sse", server.addr))
+        .expect("open the event stream as a page");
+    // Ticks arrive ten times a second; the document takes them in and is never done.
+    wait_for(
+        &tab,
+        Duration::from_secs(10),
+        "the stream's ticks in the page",
+        |t| text(t, "document.body ? document.body.innerText : ''").contains("event: tick"),
+    );
+    thread::sleep(Duration::from_secs(1));
+    assert_eq!(text(&tab, "document.readyState"), "loading");
 }
