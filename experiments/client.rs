@@ -42,6 +42,12 @@ impl Client {
             .map_err(|e| format!("cannot send to the server: {e}"))
     }
 
+    /// What the kernel counted on this connection so far (`TCP_INFO`).
+    pub fn tcp_counters(&self) -> Result<crate::sys::TcpCounters, String> {
+        use std::os::fd::AsRawFd;
+        crate::sys::tcp_counters(self.stream.as_raw_fd()).map_err(|e| format!("TCP_INFO: {e}"))
+    }
+
     /// Reads once into the buffer; the number of new bytes (0 at end of stream).
     pub fn fill(&mut self) -> io::Result<usize> {
         let mut chunk = [0u8; 16 * 1024];

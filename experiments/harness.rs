@@ -68,6 +68,12 @@ impl ServerProc {
         sys::read_proc(Some(self.pid())).ok()
     }
 
+    /// CPU time the server's living threads have run, in nanoseconds (`sys::cpu_time_ns`: read
+    /// it while the threads that did the work still exist).
+    pub fn cpu_ns(&self) -> Result<u64, String> {
+        sys::cpu_time_ns(self.pid()).map_err(|e| format!("server CPU: {e}"))
+    }
+
     /// Whether the server is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

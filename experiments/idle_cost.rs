@@ -209,6 +209,9 @@ fn measure(
             (after as f64 - before as f64) / established as f64
         }
     };
+    let rss_per_conn = per(held.rss_bytes, before.rss_bytes);
+    let slab_per_conn = per(kernel_held.slab, kernel_before.slab);
+    let kernel_stack_per_conn = per(kernel_held.kernel_stack, kernel_before.kernel_stack);
     Ok(Row {
         model: model.name().to_string(),
         kind: kind.name().to_string(),
@@ -216,16 +219,14 @@ fn measure(
         established,
         rss_before: before.rss_bytes,
         rss_held: held.rss_bytes,
-        rss_per_conn: per(held.rss_bytes, before.rss_bytes),
+        rss_per_conn,
         threads_before: before.threads,
         threads_held: held.threads,
         threads_per_conn: per(held.threads, before.threads),
         fds_held: held.fds,
-        slab_per_conn: per(kernel_held.slab, kernel_before.slab),
-        kernel_stack_per_conn: per(kernel_held.kernel_stack, kernel_before.kernel_stack),
-        whole_per_conn: per(held.rss_bytes, before.rss_bytes)
-            + per(kernel_held.slab, kernel_before.slab)
-            + per(kernel_held.kernel_stack, kernel_before.kernel_stack),
+        slab_per_conn,
+        kernel_stack_per_conn,
+        whole_per_conn: rss_per_conn + slab_per_conn + kernel_stack_per_conn,
     })
 }
 

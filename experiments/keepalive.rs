@@ -159,7 +159,7 @@ fn measure(
     let port = server.addr.port();
     let tw_before = sys::sockets_on_port(port, TcpState::TimeWait)
         .map_err(|e| format!("/proc/net/tcp: {e}"))?;
-    let cpu_before = sys::cpu_time_ns(server.pid()).map_err(|e| format!("server CPU: {e}"))?;
+    let cpu_before = server.cpu_ns()?;
     let mut latencies = new_hist();
     let mut progress = Vec::new();
     let every = (requests / 50).max(1);
@@ -209,8 +209,7 @@ fn measure(
         }
     };
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu_ns =
-        sys::cpu_time_ns(server.pid()).map_err(|e| format!("server CPU: {e}"))? - cpu_before;
+    let cpu_ns = server.cpu_ns()? - cpu_before;
     // The last close's TIME_WAIT appears once the server has closed: give it a moment.
     std::thread::sleep(Duration::from_millis(200));
     let tw_after = sys::sockets_on_port(port, TcpState::TimeWait)

@@ -6,7 +6,6 @@
 //! what TLS 1.3 adds, full and resumed (see `tls`). Settles "WebSockets: high latency, high
 //! overhead", the TLS claims, and when each transport is the right tool.
 
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -223,7 +222,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                     fmt_us(row.p99_us)
                 );
                 web.row(
-                    &series_name(&args.models, &row.model, &row.transport),
+                    &series_name(args.models.len(), &row.model, &row.transport),
                     size as f64,
                     serde_json::json!({
                         "framing": row.framing_bytes,
@@ -321,12 +320,8 @@ fn print_setup(row: &SetupRow) {
     );
 }
 
-fn series_name(models: &[Model], model: &str, transport: &str) -> String {
-    series_name_of(models.len(), model, transport)
-}
-
-/// A transport's name, with its model's when there is more than one.
-fn series_name_of(models: usize, model: &str, transport: &str) -> String {
+/// A transport's name, with its model's when more than one model runs.
+fn series_name(models: usize, model: &str, transport: &str) -> String {
     if models > 1 {
         format!("{model} {transport}")
     } else {
@@ -360,17 +355,9 @@ fn publish(c: &mut Client, size: u64, messages: u64, period: Duration) -> Result
 /// when it exits).
 fn publish_cost(server: &ServerProc, size: u64, plan: &Plan) -> Result<f64, String> {
     let mut c = Client::connect(server.addr)?;
-    let before = server_cpu(server)?;
+    let before = server.cpu_ns()?;
     publish(&mut c, size, plan.messages, plan.period)?;
-    Ok((server_cpu(server)? - before) as f64 / 1000.0 / plan.messages as f64)
-}
-
-fn server_cpu(server: &ServerProc) -> Result<u64, String> {
-    sys::cpu_time_ns(server.pid()).map_err(|e| format!("server CPU: {e}"))
-}
-
-fn counters(c: &Client) -> Result<TcpCounters, String> {
-    sys::tcp_counters(c.stream.as_raw_fd()).map_err(|e| format!("TCP_INFO: {e}"))
+    Ok((server.cpu_ns()? - before) as f64 / 1000.0 / plan.messages as f64)
 }
 
 /// One subscriber of `transport` receives `plan.messages` messages of `size` bytes.
@@ -385,7 +372,7 @@ fn deliver(
 ) -> Result<MessageRow, String> {
     let mut c = Client::connect(server.addr)?;
     let mut sub = Subscriber::open(&mut c, transport, plan.poll_interval)?;
-    let before = counters(&c)?;
+    let before = c.tcp_counters()?;
     let addr = server.addr;
     let (messages, period) = (plan.messages, plan.period);
     let publisher = thread::spawn(move || {
@@ -394,31 +381,27 @@ fn deliver(
     let deadline = Instant::now() + plan.period * plan.messages as u32 + Duration::from_secs(10);
     let timestamp = Timestamp::default();
     let mut latencies = new_hist();
-    let (mut delivered, mut event_bytes) = (0u64, 0u64);
-    while delivered < plan.messages {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{} of {size} B: {delivered} of {} messages arrived",
-                transport.name(),
-                plan.messages
-            ));
+    let mut event_bytes = 0u64;
+    let delivered = sub.take(&mut c, plan.messages, deadline, |data| {
+        let now = sys::now_ns();
+        if let Some(sent) = parse_event(data, &timestamp).sent_ns {
+            latencies.saturating_record((now.saturating_sub(sent) / 1000).max(1));
         }
-        for data in sub.next(&mut c)? {
-            let event = parse_event(&data, &timestamp);
-            let now = sys::now_ns();
-            if let Some(sent) = event.sent_ns {
-                latencies.saturating_record((now.saturating_sub(sent) / 1000).max(1));
-            }
-            delivered += 1;
-            event_bytes += data.len() as u64;
-        }
+        event_bytes += data.len() as u64;
+    })?;
+    if delivered < plan.messages {
+        return Err(format!(
+            "{} of {size} B: {delivered} of {} messages arrived",
+            transport.name(),
+            plan.messages
+        ));
     }
     publisher
         .join()
         .map_err(|_| "the publisher panicked".to_string())??;
     // Let the last delayed ACKs go out before the counters are read.
     thread::sleep(Duration::from_millis(100));
-    let after = counters(&c)?;
+    let after = c.tcp_counters()?;
     drop(c);
     let per = |v: u64| v as f64 / delivered as f64;
     let down_bytes = per(after.bytes_received - before.bytes_received);
@@ -472,17 +455,14 @@ fn delivery_cpu(
                 ready.wait();
                 let (mut c, mut sub) = opened?;
                 let deadline = Instant::now() + every + Duration::from_secs(30);
-                let mut delivered = 0;
-                while delivered < messages && Instant::now() < deadline {
-                    delivered += sub.next(&mut c)?.len() as u64;
-                }
+                sub.take(&mut c, messages, deadline, |_| {})?;
                 Ok(c)
             })
         })
         .collect();
     ready.wait();
     let mut publisher = Client::connect(addr)?;
-    let before = server_cpu(server)?;
+    let before = server.cpu_ns()?;
     publish(&mut publisher, size, messages, plan.period)?;
     let mut held = Vec::new();
     for reader in readers {
@@ -493,7 +473,7 @@ fn delivery_cpu(
         );
     }
     thread::sleep(Duration::from_millis(50));
-    let cpu_us = (server_cpu(server)? - before) as f64 / 1000.0;
+    let cpu_us = (server.cpu_ns()? - before) as f64 / 1000.0;
     drop((held, publisher));
     Ok((cpu_us - publish_cpu_us * messages as f64) / (messages * n) as f64)
 }
@@ -511,14 +491,14 @@ fn open_cost(
 ) -> Result<SetupRow, String> {
     let (mut connects, mut responses) = (new_hist(), new_hist());
     let mut last = TcpCounters::default();
-    let cpu_before = server_cpu(server)?;
+    let cpu_before = server.cpu_ns()?;
     let mut held = Vec::new();
     for _ in 0..count {
         let start = Instant::now();
         let mut c = Client::connect(server.addr)?;
         connects.saturating_record(start.elapsed().as_micros().max(1) as u64);
         let Some(transport) = transport else {
-            last = counters(&c)?;
+            last = c.tcp_counters()?;
             held.push(c);
             continue;
         };
@@ -538,12 +518,12 @@ fn open_cost(
             Transport::WebSocket => c.upgrade("/ws")?,
         }
         responses.saturating_record(start.elapsed().as_micros().max(1) as u64);
-        last = counters(&c)?;
+        last = c.tcp_counters()?;
         held.push(c);
     }
     // Let the server finish with the last one.
     thread::sleep(Duration::from_millis(50));
-    let cpu_ns = server_cpu(server)? - cpu_before;
+    let cpu_ns = server.cpu_ns()? - cpu_before;
     drop(held);
     let (setup, round_trips) = match transport {
         None => ("TCP connect".to_string(), 1),
@@ -633,7 +613,7 @@ fn verdict(messages: &[MessageRow], setups: &[SetupRow]) -> Vec<String> {
 fn dashboard(models: &[Model]) -> Meta {
     let series = models
         .iter()
-        .flat_map(|m| TRANSPORTS.map(|t| series_name(models, m.name(), t.name())))
+        .flat_map(|m| TRANSPORTS.map(|t| series_name(models.len(), m.name(), t.name())))
         .collect();
     Meta {
         title: "overhead: bytes, packets, CPU and latency per message, by transport".to_string(),
@@ -783,7 +763,7 @@ fn draw(path: &std::path::Path, rows: &[MessageRow]) -> Result<(), String> {
         series: lines
             .iter()
             .map(|&(model, t, pale)| Series {
-                label: series_name_of(models.len(), model, t.name()),
+                label: series_name(models.len(), model, t.name()),
                 color: if pale {
                     chart::lighter(t.color())
                 } else {

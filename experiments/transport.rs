@@ -131,6 +131,25 @@ impl Subscriber {
         Ok(Subscriber { how, requests: 0 })
     }
 
+    /// Takes events until `count` have come or `deadline` has passed, handing each one's JSON to
+    /// `each`; how many came.
+    pub fn take(
+        &mut self,
+        c: &mut Client,
+        count: u64,
+        deadline: Instant,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<u64, String> {
+        let mut taken = 0;
+        while taken < count && Instant::now() < deadline {
+            for data in self.next(c)? {
+                each(&data);
+                taken += 1;
+            }
+        }
+        Ok(taken)
+    }
+
     /// Waits for the next events (perhaps none, after a short poll) and returns each one's JSON.
     pub fn next(&mut self, c: &mut Client) -> Result<Vec<Vec<u8>>, String> {
         match &mut self.how {

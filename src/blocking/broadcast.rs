@@ -64,21 +64,22 @@ impl Broadcaster {
     }
 
     /// Registers `sub` for the events after `after` (see `Hub::resume_point`). Under the lock,
-    /// `start` is called first with where the subscriber starts and the hub (it writes the
-    /// response head), then the retained events after that go into the mailbox. When the server is shutting
-    /// down, `sub` is not registered and ends at once with `End::Shutdown`.
+    /// `start` is called first with where the subscriber starts (it writes the response head)
+    /// and the retained events after that which it answers itself: a poll's, at once, as a short
+    /// poll must be. A stream's go into its mailbox instead, in order with what follows. When
+    /// the server is shutting down, `sub` is not registered and ends at once with
+    /// `End::Shutdown`.
     pub fn subscribe(
         &self,
         sub: &Arc<Subscriber>,
         after: Option<u64>,
-        start: impl FnOnce(u64, &Hub),
+        start: impl FnOnce(u64, &mut dyn Iterator<Item = &Arc<Event>>),
     ) {
         let mut inner = lock(&self.inner);
         let from = inner.hub.resume_point(after);
-        start(from, &inner.hub);
-        // A poll is answered from the retained events by `start`, at once, as a short poll must
-        // be; a stream gets them through its mailbox, in order with what follows.
-        if sub.kind != Kind::Poll {
+        let answered_now = sub.kind == Kind::Poll;
+        start(from, &mut inner.hub.since(from).filter(|_| answered_now));
+        if !answered_now {
             for event in inner.hub.since(from) {
                 // Replay is not held to the bound, as in the evented server: the consumer takes
                 // it at once.

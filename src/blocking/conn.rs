@@ -316,17 +316,13 @@ impl Conn {
         self.sock().set_reading(kind == Kind::Ws);
         let mut actions = Vec::new();
         let session = &mut self.session;
-        shared.bcast.subscribe(&sub, after, |from, hub| {
+        shared.bcast.subscribe(&sub, after, |from, replay| {
             let mut cx = Ctx {
                 cfg: &shared.cfg,
                 now: shared.now_ms(),
                 actions: &mut actions,
             };
-            if kind == Kind::Poll {
-                session.subscribed(&mut cx, from, hub.since(from));
-            } else {
-                session.subscribed(&mut cx, from, []);
-            }
+            session.subscribed(&mut cx, from, replay);
             if kind == Kind::Ws {
                 // The 101 must reach the writer before any event: queue it under the lock.
                 actions.retain(|a| match a {
