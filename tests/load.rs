@@ -673,3 +673,31 @@ fn source_addresses_given_by_hand() {
     let t = &run.report.totals;
     assert_eq!((t.established, t.failed.addr_not_avail), (0, 2), "{t:?}");
 }
+
+#[test]
+fn the_run_ends_with_resets_and_a_failure_mid_run_closes_with_a_fin() {
+    use c10k_lab::sys::{sockets_on_port, TcpState};
+    // The end of the run: every connection reset, so no TIME_WAIT on either end (a FIN from
+    // the client, which closes first, would leave one per connection on its side).
+    let server = evented();
+    let mut args = vec!["--connections", "30", "--probe-ms", "0"];
+    args.extend_from_slice(&FAST[..4]);
+    let t = load(server.addr, &args).report.totals;
+    assert_eq!((t.established, t.failed_total), (30, 0), "{t:?}");
+    assert_eq!(
+        sockets_on_port(server.addr.port(), TcpState::TimeWait).unwrap(),
+        (0, 0)
+    );
+    // A server that closes after its head: the client answers the FIN with its own, as any
+    // client would, so the server (which closed first) keeps a TIME_WAIT per connection.
+    let addr = fake_server(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+        true,
+    );
+    let t = load(addr, &args).report.totals;
+    assert_eq!(t.failed.closed_by_server, 30, "{:?}", t.failed);
+    assert_eq!(
+        sockets_on_port(addr.port(), TcpState::TimeWait).unwrap(),
+        (30, 0)
+    );
+}

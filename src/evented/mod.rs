@@ -163,11 +163,14 @@ impl Server {
                     LISTENER => self.accept_pending = true,
                     SIGNALS => self.begin_shutdown(),
                     UPSTREAM => self.upstream_event(),
+                    // A TCP socket reports an error only once the connection is dead (a reset,
+                    // a timeout): nothing more can be read from it or said to it.
+                    Token(key) if event.is_error() => self.close(key),
                     Token(key) => {
-                        if event.is_writable() || event.is_error() {
+                        if event.is_writable() {
                             self.flush(key);
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        if event.is_readable() || event.is_read_closed() {
                             self.read(key);
                         }
                     }

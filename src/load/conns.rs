@@ -18,6 +18,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use serde::{Deserialize, Serialize};
 use slab::Slab;
+use socket2::SockRef;
 
 use crate::sys;
 use crate::timers::Deadlines;
@@ -224,6 +225,9 @@ impl Conns {
             Ok(s) => s,
             Err(e) => return self.count_failure(Fail::new(Cause::of(&e), e.to_string())),
         };
+        // The run ends with a reset (see `close_all`); saying so now keeps a million
+        // `setsockopt` calls out of the teardown.
+        let _ = socket.set_linger(Some(Duration::ZERO));
         let mut sock = TcpStream::from_std(socket.into());
         let entry = self.slab.vacant_entry();
         let key = entry.key();
@@ -477,6 +481,9 @@ impl Conns {
             self.counts.connecting -= 1;
         }
         self.count_failure(fail);
+        // A connection that fails mid-run closes as any client would, with a FIN after what it
+        // still had to send (a WebSocket's close answer); only the end of the run resets.
+        let _ = SockRef::from(&conn.sock).set_linger(None);
         // Dropping the socket closes it, which also takes it out of epoll.
         drop(conn);
     }
@@ -554,14 +561,13 @@ impl Conns {
         rec
     }
 
-    /// Closes every connection (the end of the run), with a reset rather than a FIN: the end of
-    /// a run is not what it measures, and a reset frees both ends at once — no FIN to answer,
-    /// no `TIME_WAIT` left — in about two thirds of the time (notes/workers.md). Connections
-    /// still connecting are abandoned; none of them counts as a failure.
+    /// Closes every connection (the end of the run), with a reset rather than a FIN (each was
+    /// opened with `SO_LINGER` 0): the end of a run is not what it measures, and a reset frees
+    /// both ends at once — no FIN to answer, no `TIME_WAIT` left — in about two thirds of the
+    /// time (notes/workers.md). Connections still connecting are abandoned; none of them counts
+    /// as a failure.
     pub fn close_all(&mut self, now_us: u64) {
-        for conn in self.slab.drain() {
-            let _ = socket2::SockRef::from(&conn.sock).set_linger(Some(Duration::ZERO));
-        }
+        self.slab.clear();
         self.deadlines.clear();
         self.resume.clear();
         self.ramp_done_us.get_or_insert(now_us);
