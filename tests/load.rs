@@ -1,7 +1,8 @@
 //! The load generator against real sockets: every kind against the evented server, failures
 //! classified against a port with nothing listening and against small misbehaving servers, the
-//! split over worker processes, source addresses, and the JSON it writes read back as the
-//! public report types. Counts and classifications are asserted, never timings.
+//! split over worker processes, source addresses, how a run closes its connections, and the
+//! JSON it writes read back as the public report types. Counts and classifications are
+//! asserted, never timings.
 
 mod common;
 use common::*;
