@@ -37,6 +37,11 @@ pub struct Args {
     /// Milliseconds between probes.
     #[arg(long, default_value_t = 20)]
     pub probe_ms: u64,
+    /// The load generator's `--busy-poll-us`: after the last readiness it polls this long
+    /// before it sleeps, so that the server's CPU does not pay for waking its clients
+    /// (notes/fanout.md); 0 lets it sleep at once.
+    #[arg(long, default_value_t = 0)]
+    pub busy_poll_us: u64,
     /// Redraw the charts from the JSON of an earlier run in the results folder, measuring
     /// nothing.
     #[arg(long)]
@@ -220,6 +225,8 @@ fn measure(
         &args.probe_ms.to_string(),
         "--timeout-ms",
         "10000",
+        "--busy-poll-us",
+        &args.busy_poll_us.to_string(),
         "--server-pid",
         &server.pid().to_string(),
     ]

@@ -6,9 +6,12 @@
 # function-call interrupts CPU 1 received meanwhile (how a remote wake-up is delivered), and
 # delivery p50/p99 and probe p99 from the load generator's report.
 #
-#   cargo build --release && scripts/fanout-probe-cost.sh            # probes: none, 100, 20, 5 ms
+#   scripts/fanout-probe-cost.sh                                      # probes: none, 100, 20, 5 ms
 #   C10K_BIN=target/release/c10k PROBES="0 20" MODELS=evented scripts/fanout-probe-cost.sh
+#   BUSY_POLL_US=50 scripts/fanout-probe-cost.sh    # the load generator polls 50 µs before sleeping
 set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -n "${C10K_BIN:-}" ] || cargo build --release --quiet
 BIN=${C10K_BIN:-target/release/c10k}
 PROBES=${PROBES:-0 100 20 5}
 MODELS=${MODELS:-floor evented}
@@ -28,7 +31,8 @@ for model in $MODELS; do
     for _ in $(seq 100); do grep -q "listening on" "$tmp/server.out" && break; sleep 0.1; done
     addr=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$tmp/server.out" | head -1)
     taskset -c 1 "$BIN" load --target "$addr" --kind sse --connections "$N" --ramp-per-sec 10000 \
-      --hold-s 8 --probe-ms "$probe" --timeout-ms 10000 --json "$tmp/load.json" > /dev/null 2>&1 &
+      --hold-s 8 --probe-ms "$probe" --timeout-ms 10000 --busy-poll-us "${BUSY_POLL_US:-0}" \
+      --json "$tmp/load.json" > /dev/null 2>&1 &
     load=$!
     sleep 4   # the ramp (2 s) and a fan-out or two
     c0=$(cpu_ticks "$server"); i0=$(call_irqs_cpu1)

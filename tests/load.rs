@@ -702,3 +702,13 @@ fn the_run_ends_with_resets_and_a_failure_mid_run_closes_with_a_fin() {
         (30, 0)
     );
 }
+
+#[test]
+fn a_run_that_polls_before_sleeping_is_as_complete_and_says_so() {
+    let server = evented();
+    let mut args = vec!["--connections", "30", "--busy-poll-us", "50"];
+    args.extend_from_slice(FAST);
+    let run = load(server.addr, &args);
+    assert_clean_run(&run, 30);
+    assert_eq!(run.report.busy_poll_us, 50);
+}

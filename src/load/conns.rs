@@ -72,6 +72,9 @@ pub struct ConnPlan {
     /// The ramp stops opening connections this long after the start (µs), however many are
     /// left: a server that accepts far slower than asked cannot stretch a run without end.
     pub ramp_limit_us: u64,
+    /// Poll without sleeping for this long after the last readiness (`--busy-poll-us`).
+    #[serde(default)]
+    pub busy_poll_us: u64,
 }
 
 /// `--ws-send TEXT --ws-send-every MS`.
@@ -126,6 +129,11 @@ pub struct Conns {
 }
 
 impl Conns {
+    /// How long to go on polling without sleeping after the last readiness.
+    pub fn busy_poll(&self) -> Duration {
+        Duration::from_micros(self.plan.busy_poll_us)
+    }
+
     pub fn new(plan: ConnPlan) -> Conns {
         Conns {
             plan,

@@ -183,6 +183,8 @@ impl Engine {
             std::thread::sleep(wait);
         }
         let mut events = Events::with_capacity(1024);
+        let busy_poll = self.conns.as_ref().map_or(Duration::ZERO, Conns::busy_poll);
+        let mut last_ready = Instant::now();
         loop {
             let now = self.now_us();
             if !self.closed {
@@ -194,11 +196,18 @@ impl Engine {
             self.merger.emit_ready(now, false, on_second);
             let timeout = self.next_wakeup().saturating_sub(self.now_us());
             // mio rounds a timeout up to whole milliseconds, so the loop never wakes early.
-            let timeout = Duration::from_micros(timeout.min(SECOND_US));
+            let timeout = if last_ready.elapsed() < busy_poll {
+                Duration::ZERO
+            } else {
+                Duration::from_micros(timeout.min(SECOND_US))
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
+            }
+            if !events.is_empty() {
+                last_ready = Instant::now();
             }
             let now = self.now_us();
             for event in events.iter() {

@@ -219,6 +219,13 @@ pub struct LoadArgs {
         conflicts_with = "source_addrs"
     )]
     pub source_ip: Vec<std::net::Ipv4Addr>,
+    /// After the last readiness, keep polling without sleeping for up to this many
+    /// microseconds before blocking. On a machine shared with the server, every wake-up of a
+    /// sleeping client is an interrupt the server's CPU sends (loopback runs the receiver's
+    /// input in the sender's write); polling keeps that cost off the server, as it is when the
+    /// clients are elsewhere. Costs the load generator up to this much CPU per pause.
+    #[arg(help_heading = "How many, how fast", long, default_value_t = 0)]
+    pub busy_poll_us: u64,
     /// Most connections one process holds (the default follows the open file limit).
     #[arg(long, hide = true)]
     pub max_per_process: Option<u64>,
@@ -263,6 +270,7 @@ impl LoadArgs {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             source_addrs: 0,
             source_ip: Vec::new(),
+            busy_poll_us: 0,
             max_per_process: None,
             worker_plan: None,
             worker_exe: None,
@@ -317,6 +325,8 @@ impl LoadArgs {
             self.timeout_ms.to_string(),
             "--source-addrs".into(),
             self.source_addrs.to_string(),
+            "--busy-poll-us".into(),
+            self.busy_poll_us.to_string(),
             "--progress".into(),
             match self.progress {
                 Progress::Human => "human",
@@ -638,6 +648,7 @@ fn execute(
         poll_timeout_ms: SERVER_POLL_TIMEOUT_MS + args.timeout_ms,
         max_connecting: args.max_connecting,
         ramp_limit_us,
+        busy_poll_us: args.busy_poll_us,
         ws_send: args.ws_send.as_ref().map(|text| conns::WsSend {
             text: text.clone(),
             every_ms: args.ws_send_every_ms,
@@ -758,6 +769,7 @@ fn execute(
         processes,
         source_addrs: layout.sources.len().max(1) as u64,
         max_connecting: args.max_connecting,
+        busy_poll_us: args.busy_poll_us,
         started_unix_ns: start_ns,
         duration_s: outcome.closed_at_us as f64 / 1e6,
         teardown_s: outcome.teardown_us as f64 / 1e6,

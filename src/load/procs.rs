@@ -249,6 +249,7 @@ mod tests {
             ws_send: None,
             max_connecting: 30,
             ramp_limit_us: 9,
+            busy_poll_us: 20,
         };
         let plans = split(&whole, &[10, 10, 10], 5, 7);
         assert_eq!(plans.len(), 3);
@@ -262,6 +263,7 @@ mod tests {
         assert!(plans
             .iter()
             .all(|p| p.conns.rate == 100.0 && p.conns.max_connecting == 10 && p.close_at_us == 7));
+        assert!(plans.iter().all(|p| p.conns.busy_poll_us == 20));
         let json = serde_json::to_string(&plans[1]).unwrap();
         assert_eq!(serde_json::from_str::<WorkerPlan>(&json).unwrap(), plans[1]);
     }

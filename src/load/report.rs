@@ -299,6 +299,10 @@ pub struct Report {
     /// Connections allowed to wait for their response head at once (`--max-connecting`).
     #[serde(default)]
     pub max_connecting: u64,
+    /// Microseconds each process polls without sleeping after the last readiness
+    /// (`--busy-poll-us`).
+    #[serde(default)]
+    pub busy_poll_us: u64,
     /// Wall clock at the start of the run, Unix epoch nanoseconds.
     pub started_unix_ns: u64,
     /// From the start until the connections were closed, in seconds.
