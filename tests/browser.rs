@@ -160,6 +160,19 @@ fn the_dashboard_draws_the_run_live_replays_it_on_reload_and_the_report_opens_fr
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// A browser with one tab on the probe page (`GET /`) of a fresh evented server, which ticks
+/// every `tick_ms` (0: never). The browser must outlive the tab.
+fn probe_page(chromium: PathBuf, tick_ms: u64) -> (common::Server, Browser, Arc<Tab>) {
+    let tick_ms = tick_ms.to_string();
+    let server = common::Server::start(&["--model", "evented", "--tick-ms", &tick_ms]);
+    let browser = launch(chromium);
+    let tab: Arc<Tab> = browser.new_tab().expect("a tab");
+    tab.navigate_to(&format!("http://{}/", server.addr))
+        .and_then(|t| t.wait_until_navigated())
+        .expect("open the probe page");
+    (server, browser, tab)
+}
+
 /// WHATWG HTML §9.2.7: over HTTP/1.1 every `EventSource` is a connection of its own, and a
 /// browser holds only so many to one origin — six in Chromium. The seventh and eighth wait
 /// until one of the six is closed.
@@ -168,12 +181,7 @@ fn a_page_gets_six_event_streams_per_origin_over_http1() {
     let Some(chromium) = chromium() else {
         return;
     };
-    let server = common::Server::start(&["--model", "evented", "--tick-ms", "0"]);
-    let browser = launch(chromium);
-    let tab: Arc<Tab> = browser.new_tab().expect("a tab");
-    tab.navigate_to(&format!("http://{}/", server.addr))
-        .and_then(|t| t.wait_until_navigated())
-        .expect("open the probe page");
+    let (server, _browser, tab) = probe_page(chromium, 0);
     tab.evaluate(
         "window.streams = Array.from({length: 8}, () => new EventSource('/sse')); 8",
         false,
@@ -214,12 +222,7 @@ fn a_page_that_is_an_event_stream_keeps_loading() {
     let Some(chromium) = chromium() else {
         return;
     };
-    let server = common::Server::start(&["--model", "evented", "--tick-ms", "100"]);
-    let browser = launch(chromium);
-    let tab: Arc<Tab> = browser.new_tab().expect("a tab");
-    tab.navigate_to(&format!("http://{}/", server.addr))
-        .and_then(|t| t.wait_until_navigated())
-        .expect("open the probe page");
+    let (server, _browser, tab) = probe_page(chromium, 100);
     assert_eq!(text(&tab, "document.readyState"), "complete");
     tab.navigate_to(&format!("http://{}/sse", server.addr))
         .expect("open the event stream as a page");

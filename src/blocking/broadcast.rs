@@ -77,12 +77,13 @@ impl Broadcaster {
     ) {
         let mut inner = lock(&self.inner);
         let from = inner.hub.resume_point(after);
-        let answered_now = sub.kind == Kind::Poll;
-        // `take(0)` hands a stream nothing without walking the history.
-        let now_count = if answered_now { usize::MAX } else { 0 };
-        start(from, &mut inner.hub.since(from).take(now_count));
-        if !answered_now {
-            for event in inner.hub.since(from) {
+        let replay = inner.hub.since(from);
+        if sub.kind == Kind::Poll {
+            // Moved into the call, so that its borrow of the hub ends with it.
+            start(from, &mut { replay });
+        } else {
+            start(from, &mut std::iter::empty());
+            for event in replay {
                 // Replay is not held to the bound, as in the evented server: the consumer takes
                 // it at once.
                 sub.offer(Item::Event(Arc::clone(event)), None);

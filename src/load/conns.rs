@@ -129,9 +129,9 @@ pub struct Conns {
 }
 
 impl Conns {
-    /// How long to go on polling without sleeping after the last readiness.
-    pub fn busy_poll(&self) -> Duration {
-        Duration::from_micros(self.plan.busy_poll_us)
+    /// How long (µs) to go on polling without sleeping after the last readiness.
+    pub fn busy_poll_us(&self) -> u64 {
+        self.plan.busy_poll_us
     }
 
     pub fn new(plan: ConnPlan) -> Conns {

@@ -183,8 +183,8 @@ impl Engine {
             std::thread::sleep(wait);
         }
         let mut events = Events::with_capacity(1024);
-        let busy_poll = self.conns.as_ref().map_or(Duration::ZERO, Conns::busy_poll);
-        let mut last_ready = Instant::now();
+        let busy_poll_us = self.conns.as_ref().map_or(0, Conns::busy_poll_us);
+        let mut last_ready_us = 0;
         loop {
             let now = self.now_us();
             if !self.closed {
@@ -194,22 +194,22 @@ impl Engine {
                 break;
             }
             self.merger.emit_ready(now, false, on_second);
-            let timeout = self.next_wakeup().saturating_sub(self.now_us());
-            // mio rounds a timeout up to whole milliseconds, so the loop never wakes early.
-            let timeout = if last_ready.elapsed() < busy_poll {
+            let before = self.now_us();
+            let timeout = if before.saturating_sub(last_ready_us) < busy_poll_us {
                 Duration::ZERO
             } else {
-                Duration::from_micros(timeout.min(SECOND_US))
+                // mio rounds a timeout up to whole milliseconds, so the loop never wakes early.
+                Duration::from_micros(self.next_wakeup().saturating_sub(before).min(SECOND_US))
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
             }
-            if !events.is_empty() {
-                last_ready = Instant::now();
-            }
             let now = self.now_us();
+            if !events.is_empty() {
+                last_ready_us = now;
+            }
             for event in events.iter() {
                 match event.token() {
                     STOP => self.on_stop_readable(now),
